@@ -1,0 +1,14 @@
+//! projected-token: kubelet-style projected service account tokens anywhere.
+//!
+//! Data flows one way: a projection spec becomes token requests, a token source turns them into
+//! grants, the payload builder turns grants into bytes, the atomic writer puts the bytes on disk,
+//! and the refresher emits a [`refresher::RotationEvent`] for each write. See `ARCHITECTURE.md`.
+
+pub mod cli;
+pub mod clock;
+pub mod commands;
+pub mod issuer;
+pub mod projection;
+pub mod refresher;
+pub mod source;
+pub mod token;

@@ -1,0 +1,11 @@
+//! From a Pod spec to files on disk: projection sources, payload building, path rules, and the
+//! kubelet-style atomic writer. No network; never imports `issuer`.
+
+pub mod atomic_writer;
+pub mod paths;
+pub mod payload;
+pub mod spec;
+
+pub use atomic_writer::{AtomicWriter, RecoveryReport, WriteError, WriteOutcome, WriterOptions};
+pub use paths::{validate_path, PathError};
+pub use payload::{FileProjection, Payload};

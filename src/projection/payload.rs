@@ -1,0 +1,16 @@
+//! A payload: what one projected volume should contain, path -> bytes and mode.
+
+use std::collections::BTreeMap;
+
+/// One file of a payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileProjection {
+    pub data: Vec<u8>,
+    /// Permission bits, e.g. 0o644. Applied exactly, whatever the umask.
+    pub mode: u32,
+    /// Owner to chown the file to (the pod's single `runAsUser`), when set.
+    pub fs_user: Option<u32>,
+}
+
+/// Relative path (as given in the volume spec, validated by the writer) -> file.
+pub type Payload = BTreeMap<String, FileProjection>;

@@ -1,0 +1,1 @@
+//! Pod manifests to projection plans.

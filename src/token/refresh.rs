@@ -1,0 +1,279 @@
+//! The kubelet's token refresh rule (`pkg/kubelet/token/token_manager.go`), as a pure function.
+//!
+//! A token needs refreshing once less than 20% of its requested lifetime remains, or 24 h after it
+//! was issued, each threshold brought forward by a random jitter. The kubelet's jitter is a whole
+//! number of seconds in 0..=9. We express it as `steps` of a granularity that is one second for
+//! every lifetime the API server accepts (>= 600 s) and shrinks with emulator-only short lifetimes
+//! (e.g. 2 s), so that a short token is still refreshed after it was issued and before it ends.
+
+use jiff::{SignedDuration, Timestamp};
+
+/// `maxTTL`: a token older than this is always refreshed.
+pub const MAX_TTL: SignedDuration = SignedDuration::from_hours(24);
+/// `maxJitter`: the upper bound of the jitter for ordinary lifetimes.
+pub const MAX_JITTER: SignedDuration = SignedDuration::from_secs(10);
+/// The jitter takes one of this many steps (0..=9), as the kubelet truncates to whole seconds.
+pub const JITTER_STEPS: u8 = 10;
+/// Share of the requested lifetime that may remain before a refresh, in percent.
+const REFRESH_REMAINING_PERCENT: i128 = 20;
+
+/// What the refresh rule needs to know about a token, all derived from a TokenRequest answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenLifetime {
+    /// Issue time as the kubelet derives it: status expiration minus the requested lifetime.
+    pub issued_at: Timestamp,
+    /// The requested lifetime (`spec.expirationSeconds` as the server echoed it).
+    pub requested: SignedDuration,
+    /// Where the usable lifetime ends: the earliest of the status expiration, the JWT `exp` and
+    /// `kubernetes.io.warnafter`.
+    pub ends_at: Timestamp,
+}
+
+/// Which threshold decided the refresh time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefreshReason {
+    /// Less than 20% of the requested lifetime remains.
+    EightyPercent,
+    /// The token is 24 hours old.
+    MaxTtl,
+}
+
+impl TokenLifetime {
+    /// Builds the lifetime from a TokenRequest answer and, when known, the JWT's own times.
+    pub fn from_grant(
+        status_expiration: Timestamp,
+        requested: SignedDuration,
+        jwt_expiry: Option<Timestamp>,
+        warn_after: Option<Timestamp>,
+    ) -> Self {
+        let ends_at = [Some(status_expiration), jwt_expiry, warn_after]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(status_expiration);
+        Self {
+            issued_at: status_expiration
+                .checked_sub(requested)
+                .unwrap_or(status_expiration),
+            requested,
+            ends_at,
+        }
+    }
+
+    /// One jitter step: a second for ordinary lifetimes, a hundredth of the lifetime for shorter
+    /// (emulator-only) ones, so ten steps never exceed a tenth of the lifetime.
+    pub fn jitter_step(&self) -> SignedDuration {
+        let hundredth = self.requested / 100;
+        if hundredth < SignedDuration::from_secs(1) {
+            hundredth.max(SignedDuration::from_millis(1))
+        } else {
+            SignedDuration::from_secs(1)
+        }
+    }
+
+    /// How long before the end of the lifetime the refresh is due: `floor(E * 20 / 100)` in whole
+    /// jitter steps (whole seconds for lifetimes the API server accepts, as the kubelet computes it).
+    pub fn refresh_margin(&self) -> SignedDuration {
+        let step = self.jitter_step().as_nanos().max(1);
+        let margin = self.requested.as_nanos().max(0) * REFRESH_REMAINING_PERCENT / 100;
+        duration_from_nanos(margin / step * step)
+    }
+
+    /// The refresh time with `jitter_steps` (0..=9) steps of jitter, and the threshold that set it.
+    pub fn refresh_at_with_reason(&self, jitter_steps: u8) -> (Timestamp, RefreshReason) {
+        let jitter = self.jitter_step() * i32::from(jitter_steps.min(JITTER_STEPS - 1));
+        let by_share = self.ends_at.checked_sub(self.refresh_margin()).unwrap_or(self.ends_at);
+        let by_age = self.issued_at.checked_add(MAX_TTL).unwrap_or(Timestamp::MAX);
+        let (deadline, reason) = if by_age < by_share {
+            (by_age, RefreshReason::MaxTtl)
+        } else {
+            (by_share, RefreshReason::EightyPercent)
+        };
+        (deadline.checked_sub(jitter).unwrap_or(deadline), reason)
+    }
+
+    /// The refresh time with `jitter_steps` (0..=9) steps of jitter.
+    pub fn refresh_at(&self, jitter_steps: u8) -> Timestamp {
+        self.refresh_at_with_reason(jitter_steps).0
+    }
+
+    /// The kubelet's `requiresRefresh`: strictly after the (jittered) threshold. Also true when the
+    /// clock stands before the issue time: upstream never merged that check (see the spec's open
+    /// question Q1), but a daemon whose clock stepped back must not trust its old schedule.
+    pub fn requires_refresh(&self, now: Timestamp, jitter_steps: u8) -> bool {
+        now > self.refresh_at(jitter_steps) || now < self.issued_at
+    }
+
+    /// When a kubelet would refresh this token: the earliest moment (largest jitter) and the
+    /// latest (no jitter).
+    pub fn refresh_window(&self) -> RefreshWindow {
+        let (latest, reason) = self.refresh_at_with_reason(0);
+        RefreshWindow {
+            earliest: self.refresh_at(JITTER_STEPS - 1),
+            latest,
+            reason,
+        }
+    }
+}
+
+/// The span in which a kubelet would refresh a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RefreshWindow {
+    pub earliest: Timestamp,
+    pub latest: Timestamp,
+    pub reason: RefreshReason,
+}
+
+fn duration_from_nanos(nanos: i128) -> SignedDuration {
+    let clamped = nanos.clamp(0, i128::from(i64::MAX));
+    let secs = i64::try_from(clamped / 1_000_000_000).unwrap_or(i64::MAX);
+    let rest = i32::try_from(clamped % 1_000_000_000).unwrap_or(0);
+    SignedDuration::new(secs, rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_700_000_000;
+
+    fn at(offset_ms: i64) -> Timestamp {
+        Timestamp::from_millisecond(T0 * 1000 + offset_ms).unwrap()
+    }
+
+    /// A TokenRequest answer issued at T0 for `requested` seconds, with optional JWT times
+    /// (offsets from T0 in seconds).
+    fn lifetime(requested: i64, jwt_exp: Option<i64>, warn_after: Option<i64>) -> TokenLifetime {
+        let secs = |s: i64| at(s * 1000);
+        TokenLifetime::from_grant(
+            secs(requested),
+            SignedDuration::from_secs(requested),
+            jwt_exp.map(secs),
+            warn_after.map(secs),
+        )
+    }
+
+    struct Case {
+        name: &'static str,
+        lifetime: TokenLifetime,
+        /// Expected refresh time (ms after T0) with no jitter, and with the largest jitter.
+        latest_ms: i64,
+        earliest_ms: i64,
+        reason: RefreshReason,
+    }
+
+    #[test]
+    fn refresh_rule_table() {
+        let cases = [
+            Case {
+                // The default kube-api-access token: exp a year out, warnafter at 3607 s, and the
+                // status expiration (what the kubelet reads) at 3607 s: 80% of 3607 s, not of a year.
+                name: "3607 extended token",
+                lifetime: lifetime(3607, Some(3607 + 31_536_000 - 3607), Some(3607)),
+                latest_ms: (3607 - 721) * 1000,
+                earliest_ms: (3607 - 721 - 9) * 1000,
+                reason: RefreshReason::EightyPercent,
+            },
+            Case {
+                name: "600 s minimum token",
+                lifetime: lifetime(600, Some(600), None),
+                latest_ms: 480_000,
+                earliest_ms: 471_000,
+                reason: RefreshReason::EightyPercent,
+            },
+            Case {
+                name: "3600 s token",
+                lifetime: lifetime(3600, Some(3600), None),
+                latest_ms: 2_880_000,
+                earliest_ms: 2_871_000,
+                reason: RefreshReason::EightyPercent,
+            },
+            Case {
+                name: "2-day token hits the 24 h cap",
+                lifetime: lifetime(172_800, Some(172_800), None),
+                latest_ms: 86_400_000,
+                earliest_ms: 86_391_000,
+                reason: RefreshReason::MaxTtl,
+            },
+            Case {
+                // warnafter before the 80% point: the lifetime ends at warnafter, and the refresh
+                // comes when less than 20% of the requested lifetime remains before it.
+                name: "warnafter before 80%",
+                lifetime: lifetime(3600, Some(3600), Some(1000)),
+                latest_ms: (1000 - 720) * 1000,
+                earliest_ms: (1000 - 720 - 9) * 1000,
+                reason: RefreshReason::EightyPercent,
+            },
+            Case {
+                // JWT exp shorter than the status says (a server that disagrees): the earlier wins.
+                name: "jwt exp before status expiration",
+                lifetime: lifetime(3600, Some(1800), None),
+                latest_ms: (1800 - 720) * 1000,
+                earliest_ms: (1800 - 729) * 1000,
+                reason: RefreshReason::EightyPercent,
+            },
+            Case {
+                // Emulator-only 2 s token: steps of 20 ms, margin 400 ms.
+                name: "2 s emulator token",
+                lifetime: lifetime(2, Some(2), None),
+                latest_ms: 1600,
+                earliest_ms: 1600 - 9 * 20,
+                reason: RefreshReason::EightyPercent,
+            },
+            Case {
+                name: "2 s compressed 3607 token (warnafter at 2 s, exp a year out)",
+                lifetime: lifetime(2, Some(31_536_000), Some(2)),
+                latest_ms: 1600,
+                earliest_ms: 1420,
+                reason: RefreshReason::EightyPercent,
+            },
+        ];
+        for case in cases {
+            let window = case.lifetime.refresh_window();
+            assert_eq!(window.latest, at(case.latest_ms), "{}: latest", case.name);
+            assert_eq!(window.earliest, at(case.earliest_ms), "{}: earliest", case.name);
+            assert_eq!(window.reason, case.reason, "{}: reason", case.name);
+            // Ordering holds: refresh strictly after issue and not after the end of the lifetime.
+            assert!(window.earliest > case.lifetime.issued_at, "{}", case.name);
+            assert!(window.latest <= case.lifetime.ends_at, "{}", case.name);
+        }
+    }
+
+    #[test]
+    fn requires_refresh_is_strictly_after_threshold() {
+        let l = lifetime(600, Some(600), None);
+        assert!(!l.requires_refresh(at(480_000), 0));
+        assert!(l.requires_refresh(at(480_001), 0));
+        // With 9 s of jitter the threshold moves to 471 s.
+        assert!(!l.requires_refresh(at(471_000), 9));
+        assert!(l.requires_refresh(at(471_001), 9));
+        // Fresh token: no refresh.
+        assert!(!l.requires_refresh(at(1000), 9));
+    }
+
+    #[test]
+    fn clock_before_issue_time_forces_refresh() {
+        let l = lifetime(600, Some(600), None);
+        assert!(l.requires_refresh(at(-1), 0));
+    }
+
+    #[test]
+    fn jitter_steps_above_nine_are_clamped() {
+        let l = lifetime(600, Some(600), None);
+        assert_eq!(l.refresh_at(200), l.refresh_at(9));
+    }
+
+    #[test]
+    fn margin_is_whole_seconds_for_api_lifetimes() {
+        // floor(3607 * 20 / 100) = 721, not 721.4
+        assert_eq!(
+            lifetime(3607, None, None).refresh_margin(),
+            SignedDuration::from_secs(721)
+        );
+        assert_eq!(
+            lifetime(601, None, None).refresh_margin(),
+            SignedDuration::from_secs(120)
+        );
+    }
+}
