@@ -28,7 +28,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Issue tokens with an embedded issuer and project them into a directory as the kubelet does.
-    Emulate(EmulateArgs),
+    Emulate(Box<EmulateArgs>),
     /// Explain a service account token (no key needed; `--jwks` also verifies its signature).
     Inspect(InspectArgs),
 }
@@ -60,7 +60,11 @@ pub struct EmulateArgs {
     pub pod_name: String,
 
     /// Service account of the emulated pod (without --pod).
-    #[arg(long, env = "PROJECTED_TOKEN_SERVICE_ACCOUNT", default_value = "default")]
+    #[arg(
+        long,
+        env = "PROJECTED_TOKEN_SERVICE_ACCOUNT",
+        default_value = "default"
+    )]
     pub service_account: String,
 
     /// PEM private key (RSA or EC P-256) to sign tokens with; generated in memory when absent.
@@ -101,11 +105,19 @@ pub struct EmulateArgs {
     pub expiration_seconds: Option<i64>,
 
     /// A config map's data as a directory of files: NAME=DIR (repeatable).
-    #[arg(long = "configmap", env = "PROJECTED_TOKEN_CONFIGMAPS", value_delimiter = ',')]
+    #[arg(
+        long = "configmap",
+        env = "PROJECTED_TOKEN_CONFIGMAPS",
+        value_delimiter = ','
+    )]
     pub configmaps: Vec<String>,
 
     /// A secret's data as a directory of files: NAME=DIR (repeatable).
-    #[arg(long = "secret", env = "PROJECTED_TOKEN_SECRETS", value_delimiter = ',')]
+    #[arg(
+        long = "secret",
+        env = "PROJECTED_TOKEN_SECRETS",
+        value_delimiter = ','
+    )]
     pub secrets: Vec<String>,
 
     /// Skip fsync of files and directories (faster, not crash-durable; upstream never fsyncs).
@@ -128,7 +140,8 @@ pub struct InspectArgs {
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 
-    /// Also verify the signature against this JWKS (a file, or an http(s) URL).
+    /// Also verify the signature against this JWKS (a file, or an http(s) URL). A signature that
+    /// does not verify still prints the explanation, then exits 1.
     #[arg(long, env = "PROJECTED_TOKEN_JWKS")]
     pub jwks: Option<String>,
 

@@ -11,4 +11,5 @@ pub mod issuer;
 pub mod projection;
 pub mod refresher;
 pub mod source;
+pub mod tls;
 pub mod token;

@@ -51,7 +51,7 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Emulate(args) => emulate::run(args).await,
+            Command::Emulate(args) => emulate::run(*args).await,
             Command::Inspect(args) => inspect::run(&args).await,
         }
     });

@@ -1,1 +1,365 @@
-//! The refresher.
+//! The refresher: one deadline queue for every token of every volume, as the kubelet's token
+//! manager plus volume reconciler would act, without a thread or timer per token.
+//!
+//! The loop sleeps until the earliest deadline, refreshes every token that is due, rewrites the
+//! volumes those tokens belong to (whole, through the atomic writer), and schedules each token's
+//! next refresh by the kubelet's rule with a fresh jitter.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::clock::Clock;
+use crate::projection::spec::{PodInfo, VolumePlan};
+use crate::projection::{AtomicWriter, WriteOutcome};
+use crate::source::{BoundPod, SourceError, TokenGrant, TokenRequest, TokenSource};
+use crate::token::refresh::JITTER_STEPS;
+
+/// One projected volume of one pod, and where it is written.
+#[derive(Debug, Clone)]
+pub struct ProjectedVolume {
+    pub pod: PodInfo,
+    pub plan: VolumePlan,
+    pub writer: AtomicWriter,
+}
+
+/// What one rotation did, for logs, hooks, metrics and the usage ledger. Never holds the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationEvent {
+    pub volume: String,
+    pub dir: PathBuf,
+    /// Path of the token inside the volume.
+    pub path: String,
+    pub namespace: String,
+    pub pod: String,
+    pub service_account: String,
+    pub old_jti: Option<String>,
+    pub new_jti: Option<String>,
+    pub issued_at: Option<Timestamp>,
+    pub expires_at: Option<Timestamp>,
+    pub warn_after: Option<Timestamp>,
+    /// `status.expirationTimestamp`: when the kubelet considers the token expired.
+    pub status_expiration: Timestamp,
+    pub next_refresh: Timestamp,
+    /// The timestamped directory the rotation published.
+    pub data_dir: String,
+}
+
+/// Why the refresher stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RefresherError {
+    #[error("volume {volume}, token {path}: {source}")]
+    Rejected {
+        volume: String,
+        path: String,
+        #[source]
+        source: SourceError,
+    },
+    #[error("volume {volume}: {message}")]
+    Write { volume: String, message: String },
+}
+
+/// Retry timing after a failed request or write: exponential with full jitter.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub initial: SignedDuration,
+    pub cap: SignedDuration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: SignedDuration::from_secs(1),
+            cap: SignedDuration::from_secs(60),
+        }
+    }
+}
+
+impl Backoff {
+    /// The ceiling of the delay after `failures` consecutive failures (1 = first failure); the
+    /// delay itself is drawn uniformly below it (`fraction` in [0, 1)).
+    pub fn delay(&self, failures: u32, fraction: f64) -> SignedDuration {
+        let exponent = failures.saturating_sub(1).min(30);
+        let ceiling = self
+            .initial
+            .checked_mul(1_i32 << exponent)
+            .unwrap_or(self.cap)
+            .min(self.cap);
+        ceiling.mul_f64(fraction.clamp(0.0, 1.0))
+    }
+}
+
+struct TokenSlot {
+    request: TokenRequest,
+    path: String,
+    grant: Option<TokenGrant>,
+    failures: u32,
+    /// The `jti` of the token last published for this slot.
+    written_jti: Option<String>,
+    /// A new grant arrived that has not been published yet.
+    unpublished: bool,
+}
+
+struct VolumeState {
+    volume: ProjectedVolume,
+    tokens: Vec<TokenSlot>,
+    write_failures: u32,
+}
+
+type RotationHook = Box<dyn Fn(&RotationEvent) + Send + Sync>;
+
+/// Keeps every token of every volume fresh on disk.
+pub struct Refresher<S> {
+    source: Arc<S>,
+    clock: Arc<dyn Clock>,
+    volumes: Vec<VolumeState>,
+    /// (deadline, volume index, token index); earliest first.
+    queue: BinaryHeap<Reverse<(Timestamp, usize, usize)>>,
+    backoff: Backoff,
+    on_rotation: Vec<RotationHook>,
+}
+
+impl<S: TokenSource> Refresher<S> {
+    pub fn new(source: Arc<S>, clock: Arc<dyn Clock>, volumes: Vec<ProjectedVolume>) -> Self {
+        let volumes: Vec<VolumeState> = volumes
+            .into_iter()
+            .map(|volume| {
+                let tokens = volume
+                    .plan
+                    .token_specs()
+                    .map(|spec| TokenSlot {
+                        request: TokenRequest {
+                            namespace: volume.pod.namespace.clone(),
+                            service_account: volume.pod.service_account.clone(),
+                            audiences: spec.audience.iter().cloned().collect(),
+                            expiration_seconds: spec.expiration_seconds,
+                            bound_pod: Some(BoundPod {
+                                name: volume.pod.name.clone(),
+                                uid: volume.pod.uid.clone(),
+                                node_name: volume.pod.node_name.clone(),
+                            }),
+                        },
+                        path: spec.path.clone(),
+                        grant: None,
+                        failures: 0,
+                        written_jti: None,
+                        unpublished: false,
+                    })
+                    .collect();
+                VolumeState {
+                    volume,
+                    tokens,
+                    write_failures: 0,
+                }
+            })
+            .collect();
+        Self {
+            source,
+            clock,
+            volumes,
+            queue: BinaryHeap::new(),
+            backoff: Backoff::default(),
+            on_rotation: Vec::new(),
+        }
+    }
+
+    pub fn with_backoff(mut self, backoff: Backoff) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Calls `hook` after every successful rotation.
+    pub fn on_rotation(mut self, hook: impl Fn(&RotationEvent) + Send + Sync + 'static) -> Self {
+        self.on_rotation.push(Box::new(hook));
+        self
+    }
+
+    /// Writes every volume once. A rejected request (a lifetime or binding the issuer refuses) is
+    /// an error here, since retrying cannot fix it; nothing is written for that volume.
+    pub async fn project_all(&mut self) -> Result<(), RefresherError> {
+        for volume_index in 0..self.volumes.len() {
+            for token_index in 0..self.volumes[volume_index].tokens.len() {
+                if let Err(err) = self.refresh_token(volume_index, token_index).await {
+                    if let SourceError::Rejected(_) = err {
+                        let state = &self.volumes[volume_index];
+                        return Err(RefresherError::Rejected {
+                            volume: state.volume.plan.name.clone(),
+                            path: state.tokens[token_index].path.clone(),
+                            source: err,
+                        });
+                    }
+                }
+            }
+            self.write_volume(volume_index)
+                .await
+                .map_err(|message| RefresherError::Write {
+                    volume: self.volumes[volume_index].volume.plan.name.clone(),
+                    message,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Projects every volume, then keeps them fresh until `shutdown` completes. A write in
+    /// progress when `shutdown` fires is finished first, so no temporary directory is left.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), RefresherError> {
+        self.project_all().await?;
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let Some(Reverse((deadline, _, _))) = self.queue.peek().copied() else {
+                shutdown.await;
+                return Ok(());
+            };
+            let wait = deadline.duration_since(self.clock.now());
+            if wait.is_positive() {
+                let sleep = tokio::time::sleep(Duration::try_from(wait).unwrap_or(Duration::ZERO));
+                tokio::select! {
+                    _ = sleep => {}
+                    _ = &mut shutdown => return Ok(()),
+                }
+            }
+            let now = self.clock.now();
+            let mut due_volumes = BTreeSet::new();
+            while let Some(Reverse((deadline, volume, token))) = self.queue.peek().copied() {
+                if deadline > now {
+                    break;
+                }
+                self.queue.pop();
+                // A failure is logged and rescheduled with backoff inside; the old token stays.
+                let _ = self.refresh_token(volume, token).await;
+                due_volumes.insert(volume);
+            }
+            for volume in due_volumes {
+                if let Err(message) = self.write_volume(volume).await {
+                    tracing::error!(volume = %self.volumes[volume].volume.plan.name, error = %message, "write failed; retrying");
+                }
+            }
+        }
+    }
+
+    /// Requests a new token for one slot and schedules its next refresh (or retry).
+    async fn refresh_token(
+        &mut self,
+        volume_index: usize,
+        token_index: usize,
+    ) -> Result<(), SourceError> {
+        let request = self.volumes[volume_index].tokens[token_index]
+            .request
+            .clone();
+        let result = self.source.request_token(&request).await;
+        let now = self.clock.now();
+        let state = &mut self.volumes[volume_index];
+        let slot = &mut state.tokens[token_index];
+        match result {
+            Ok(grant) => {
+                let next = grant.lifetime().refresh_at(fastrand::u8(0..JITTER_STEPS));
+                slot.grant = Some(grant);
+                slot.failures = 0;
+                slot.unpublished = true;
+                self.queue.push(Reverse((next, volume_index, token_index)));
+                Ok(())
+            }
+            Err(err) => {
+                slot.failures = slot.failures.saturating_add(1);
+                let retry = now
+                    .checked_add(self.backoff.delay(slot.failures, fastrand::f64()))
+                    .unwrap_or(now);
+                let expired = slot
+                    .grant
+                    .as_ref()
+                    .is_some_and(|g| now > g.expiration_timestamp);
+                tracing::warn!(
+                    volume = %state.volume.plan.name,
+                    path = %slot.path,
+                    error = %err,
+                    failures = slot.failures,
+                    retry_at = %retry,
+                    kept_token = slot.grant.is_some() && !expired,
+                    "token refresh failed{}",
+                    if expired { "; the token on disk has expired" } else { "" }
+                );
+                self.queue.push(Reverse((retry, volume_index, token_index)));
+                Err(err)
+            }
+        }
+    }
+
+    /// Writes one volume whole from the current grants (nothing if a token is missing).
+    async fn write_volume(&mut self, volume_index: usize) -> Result<(), String> {
+        let state = &mut self.volumes[volume_index];
+        let tokens: Vec<Option<&str>> = state
+            .tokens
+            .iter()
+            .map(|slot| slot.grant.as_ref().map(|g| g.token.as_str()))
+            .collect();
+        let Some(payload) = state.volume.plan.payload(&tokens) else {
+            return Ok(()); // a token is still missing; its retry will write the volume
+        };
+        let writer = state.volume.writer.clone();
+        let outcome = tokio::task::spawn_blocking(move || writer.write(&payload))
+            .await
+            .map_err(|e| format!("writer task failed: {e}"))
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        let outcome = match outcome {
+            Ok(outcome) => {
+                state.write_failures = 0;
+                outcome
+            }
+            Err(message) => {
+                // Retry the whole volume after a backoff by re-queuing its tokens.
+                state.write_failures = state.write_failures.saturating_add(1);
+                let now = self.clock.now();
+                let retry = now
+                    .checked_add(self.backoff.delay(state.write_failures, fastrand::f64()))
+                    .unwrap_or(now);
+                for token_index in 0..state.tokens.len() {
+                    self.queue.push(Reverse((retry, volume_index, token_index)));
+                }
+                return Err(message);
+            }
+        };
+        let WriteOutcome::Written { data_dir } = outcome else {
+            return Ok(());
+        };
+        let state = &mut self.volumes[volume_index];
+        for (token_index, slot) in state.tokens.iter_mut().enumerate() {
+            let Some(grant) = slot.grant.as_ref().filter(|_| slot.unpublished) else {
+                continue;
+            };
+            let next_refresh = self
+                .queue
+                .iter()
+                .filter(|Reverse((_, v, t))| *v == volume_index && *t == token_index)
+                .map(|Reverse((deadline, _, _))| *deadline)
+                .min()
+                .unwrap_or(grant.expiration_timestamp);
+            let event = RotationEvent {
+                volume: state.volume.plan.name.clone(),
+                dir: state.volume.writer.target_dir().to_path_buf(),
+                path: slot.path.clone(),
+                namespace: state.volume.pod.namespace.clone(),
+                pod: state.volume.pod.name.clone(),
+                service_account: state.volume.pod.service_account.clone(),
+                old_jti: slot.written_jti.clone(),
+                new_jti: grant.jti.clone(),
+                issued_at: grant.jwt_issued_at,
+                expires_at: grant.jwt_expiry,
+                warn_after: grant.warn_after,
+                status_expiration: grant.expiration_timestamp,
+                next_refresh,
+                data_dir: data_dir.clone(),
+            };
+            slot.written_jti = grant.jti.clone();
+            slot.unpublished = false;
+            for hook in &self.on_rotation {
+                hook(&event);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,1 +1,193 @@
-//! Token sources.
+//! Where tokens come from: the [`TokenSource`] trait, and the in-process issuer behind it.
+//! (The kube-apiserver TokenRequest client is the other implementation.)
+
+use std::future::Future;
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+
+use crate::clock::Clock;
+use crate::issuer::{BoundKind, BoundObject, Issuer, ServiceAccountRef, TokenRequestSpec};
+use crate::token::{decode, ObjectRef, TokenLifetime};
+
+/// A TokenRequest as the kubelet makes it for one projected token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TokenRequest {
+    pub namespace: String,
+    pub service_account: String,
+    /// Empty: the API server's audiences.
+    pub audiences: Vec<String>,
+    pub expiration_seconds: i64,
+    pub bound_pod: Option<BoundPod>,
+}
+
+/// The pod a token is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BoundPod {
+    pub name: String,
+    pub uid: String,
+    pub node_name: Option<String>,
+}
+
+/// A token with the TokenRequest status that came with it.
+#[derive(Debug, Clone)]
+pub struct TokenGrant {
+    pub token: String,
+    /// `status.expirationTimestamp`.
+    pub expiration_timestamp: Timestamp,
+    /// `spec.expirationSeconds` as the server echoed it.
+    pub expiration_seconds: i64,
+    /// The JWT's own `exp`, `warnafter`, `iat` and `jti`, read without the key.
+    pub jwt_expiry: Option<Timestamp>,
+    pub warn_after: Option<Timestamp>,
+    pub jwt_issued_at: Option<Timestamp>,
+    pub jti: Option<String>,
+}
+
+impl TokenGrant {
+    /// Builds a grant from a TokenRequest answer, reading the JWT's times without its key.
+    pub fn from_status(
+        token: String,
+        expiration_timestamp: Timestamp,
+        expiration_seconds: i64,
+    ) -> Result<Self, SourceError> {
+        let decoded = decode(&token)
+            .map_err(|e| SourceError::Rejected(format!("the returned token is not a JWT: {e}")))?;
+        let at = |s: Option<i64>| s.and_then(|s| Timestamp::from_second(s).ok());
+        let jti = decoded
+            .claims
+            .get("jti")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        Ok(Self {
+            jwt_expiry: at(decoded.numeric_claim("exp")),
+            warn_after: at(decoded.warn_after()),
+            jwt_issued_at: at(decoded.numeric_claim("iat")),
+            jti,
+            token,
+            expiration_timestamp,
+            expiration_seconds,
+        })
+    }
+
+    /// What the refresh rule needs.
+    pub fn lifetime(&self) -> TokenLifetime {
+        TokenLifetime::from_grant(
+            self.expiration_timestamp,
+            SignedDuration::from_secs(self.expiration_seconds),
+            self.jwt_expiry,
+            self.warn_after,
+        )
+    }
+}
+
+/// Why a token could not be had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SourceError {
+    /// The request itself is wrong (bad lifetime, unknown object): retrying will not help.
+    #[error("token request rejected: {0}")]
+    Rejected(String),
+    /// A failure that may pass (network, server overload).
+    #[error("token request failed: {0}")]
+    Unavailable(String),
+}
+
+/// Something that answers TokenRequests.
+pub trait TokenSource: Send + Sync + 'static {
+    fn request_token(
+        &self,
+        request: &TokenRequest,
+    ) -> impl Future<Output = Result<TokenGrant, SourceError>> + Send;
+}
+
+/// Looks up the uid of a service account by namespace and name.
+type ServiceAccountUids = Arc<dyn Fn(&str, &str) -> String + Send + Sync>;
+
+/// The in-process issuer as a token source: the emulator's kube-apiserver without HTTP.
+#[derive(Clone)]
+pub struct LocalIssuerSource {
+    issuer: Arc<Issuer>,
+    clock: Arc<dyn Clock>,
+    /// Emulator-only `--expiration-seconds`: replaces every token's lifetime.
+    lifetime_override: Option<i64>,
+    service_account_uid: ServiceAccountUids,
+}
+
+impl LocalIssuerSource {
+    /// `service_account_uid(namespace, name)` gives the uid to put in the claims.
+    pub fn new(
+        issuer: Arc<Issuer>,
+        clock: Arc<dyn Clock>,
+        lifetime_override: Option<i64>,
+        service_account_uid: impl Fn(&str, &str) -> String + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            issuer,
+            clock,
+            lifetime_override,
+            service_account_uid: Arc::new(service_account_uid),
+        }
+    }
+
+    /// Mints synchronously (RS256 signing takes about a quarter of a millisecond).
+    pub fn mint(&self, request: &TokenRequest) -> Result<TokenGrant, SourceError> {
+        let spec = TokenRequestSpec {
+            audiences: request.audiences.clone(),
+            expiration_seconds: Some(request.expiration_seconds),
+            bound_object: request.bound_pod.as_ref().map(|pod| BoundObject {
+                kind: BoundKind::Pod,
+                name: pod.name.clone(),
+                uid: pod.uid.clone(),
+                node: pod
+                    .node_name
+                    .as_ref()
+                    .map(|node| ObjectRef::new(node.clone(), String::new())),
+            }),
+        };
+        // Time compression happens before validation so that lifetimes below 600 s pass; the
+        // extension decision still looks at what the volume asked for (3607).
+        let validated = match self.lifetime_override {
+            Some(seconds) => {
+                let asked = TokenRequestSpec {
+                    expiration_seconds: Some(request.expiration_seconds.max(600)),
+                    ..spec
+                };
+                self.issuer
+                    .config
+                    .validate(&asked)
+                    .map_err(|e| SourceError::Rejected(e.to_string()))?
+                    .with_lifetime_override(seconds)
+            }
+            None => self
+                .issuer
+                .config
+                .validate(&spec)
+                .map_err(|e| SourceError::Rejected(e.to_string()))?,
+        };
+        let service_account = ServiceAccountRef {
+            uid: (self.service_account_uid)(&request.namespace, &request.service_account),
+            namespace: request.namespace.clone(),
+            name: request.service_account.clone(),
+        };
+        let issued = self
+            .issuer
+            .mint(&service_account, &validated, self.clock.now())
+            .map_err(|e| SourceError::Unavailable(e.to_string()))?;
+        let at = |s: i64| Timestamp::from_second(s).ok();
+        Ok(TokenGrant {
+            jwt_expiry: at(issued.claims.exp),
+            warn_after: issued.claims.kubernetes.warnafter.and_then(at),
+            jwt_issued_at: at(issued.claims.iat),
+            jti: issued.claims.jti.clone(),
+            token: issued.token,
+            expiration_timestamp: issued.expiration_timestamp,
+            expiration_seconds: issued.expiration_seconds,
+        })
+    }
+}
+
+impl TokenSource for LocalIssuerSource {
+    async fn request_token(&self, request: &TokenRequest) -> Result<TokenGrant, SourceError> {
+        self.mint(request)
+    }
+}

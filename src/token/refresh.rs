@@ -83,8 +83,14 @@ impl TokenLifetime {
     /// The refresh time with `jitter_steps` (0..=9) steps of jitter, and the threshold that set it.
     pub fn refresh_at_with_reason(&self, jitter_steps: u8) -> (Timestamp, RefreshReason) {
         let jitter = self.jitter_step() * i32::from(jitter_steps.min(JITTER_STEPS - 1));
-        let by_share = self.ends_at.checked_sub(self.refresh_margin()).unwrap_or(self.ends_at);
-        let by_age = self.issued_at.checked_add(MAX_TTL).unwrap_or(Timestamp::MAX);
+        let by_share = self
+            .ends_at
+            .checked_sub(self.refresh_margin())
+            .unwrap_or(self.ends_at);
+        let by_age = self
+            .issued_at
+            .checked_add(MAX_TTL)
+            .unwrap_or(Timestamp::MAX);
         let (deadline, reason) = if by_age < by_share {
             (by_age, RefreshReason::MaxTtl)
         } else {
@@ -232,7 +238,12 @@ mod tests {
         for case in cases {
             let window = case.lifetime.refresh_window();
             assert_eq!(window.latest, at(case.latest_ms), "{}: latest", case.name);
-            assert_eq!(window.earliest, at(case.earliest_ms), "{}: earliest", case.name);
+            assert_eq!(
+                window.earliest,
+                at(case.earliest_ms),
+                "{}: earliest",
+                case.name
+            );
             assert_eq!(window.reason, case.reason, "{}: reason", case.name);
             // Ordering holds: refresh strictly after issue and not after the end of the lifetime.
             assert!(window.earliest > case.lifetime.issued_at, "{}", case.name);
