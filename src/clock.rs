@@ -43,7 +43,9 @@ impl ManualClock {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Timestamp> {
         // A poisoned lock only means another test thread panicked; the timestamp is still valid.
-        self.now.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.now
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -153,6 +153,55 @@ spec:
 }
 
 #[test]
+fn given_ca_is_projected_as_ca_crt_and_bad_key_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = projected_token::tls::CertificateAuthority::generate("test CA").unwrap();
+    let (cert, key) = (tmp.path().join("ca.crt"), tmp.path().join("ca.key"));
+    std::fs::write(&cert, ca.cert_pem()).unwrap();
+    std::fs::write(&key, ca.issuer().key().serialize_pem()).unwrap();
+    let dir = tmp.path().join("sa");
+    let (dir_arg, cert_arg, key_arg) = (
+        dir.to_str().unwrap(),
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+    );
+    let emulate = Running::spawn(&[
+        "emulate",
+        "--dir",
+        dir_arg,
+        "--ca-cert",
+        cert_arg,
+        "--ca-key",
+        key_arg,
+        "--key-algorithm",
+        "es256",
+    ]);
+    emulate.wait_for_log("token rotated", STARTUP);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("ca.crt")).unwrap(),
+        ca.cert_pem()
+    );
+    drop(emulate);
+
+    // A certificate where the signing key belongs: exit 2, the flag named, nothing written.
+    let other = tmp.path().join("other");
+    let output = std::process::Command::new(common::BIN)
+        .args([
+            "emulate",
+            "--dir",
+            other.to_str().unwrap(),
+            "--signing-key",
+            cert_arg,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--signing-key"), "{stderr}");
+    assert!(!other.join("token").exists());
+}
+
+#[test]
 fn bad_pod_manifest_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let pod = tmp.path().join("pod.yaml");

@@ -53,6 +53,20 @@ pub enum KeyError {
     Sign { kid: String },
 }
 
+/// aws-lc-rs's accepted RSA sizes, named when it rejects a key.
+const RSA_SIZES: &str = "RSA keys of 2048 to 8192 bits are supported";
+
+/// aws-lc-rs's rejection reasons are CamelCase identifiers; say them in words.
+fn rejected(e: &aws_lc_rs::error::KeyRejected) -> String {
+    match e.description_() {
+        "TooSmall" => "key too small".into(),
+        "TooLarge" => "key too large".into(),
+        "InvalidEncoding" => "invalid encoding".into(),
+        "InconsistentComponents" => "inconsistent key components".into(),
+        other => other.to_string(),
+    }
+}
+
 fn invalid(problem: impl std::fmt::Display) -> KeyError {
     KeyError::Invalid(format!("signing key: {problem}; {ACCEPTED}"))
 }
@@ -107,6 +121,8 @@ pub struct SigningKey {
     /// `base64url(header) + "."`, fixed per key, so signing only encodes the claims.
     header_prefix: String,
     spki_der: Vec<u8>,
+    /// Exported once at load so `private_key_pem` cannot fail later.
+    pkcs8_der: Vec<u8>,
     jwk: Jwk,
 }
 
@@ -173,7 +189,8 @@ impl SigningKey {
         let signer = match block.tag() {
             "RSA PRIVATE KEY" => Signer::Rsa(RsaKeyPair::from_der(der).map_err(|e| {
                 invalid(format!(
-                    "PEM block `RSA PRIVATE KEY` is not a usable PKCS#1 RSA key ({e})"
+                    "PEM block `RSA PRIVATE KEY` is not a usable PKCS#1 RSA key ({}; {RSA_SIZES})",
+                    rejected(&e)
                 ))
             })?),
             "EC PRIVATE KEY" => Signer::Ec(load_ec(der, "EC PRIVATE KEY", "SEC1")?),
@@ -187,6 +204,11 @@ impl SigningKey {
             Signer::Rsa(kp) => (spki(kp.public_key().as_der())?, KeyAlgorithm::Rs256),
             Signer::Ec(kp) => (spki(kp.public_key().as_der())?, KeyAlgorithm::Es256),
         };
+        let pkcs8_der = match &signer {
+            Signer::Rsa(kp) => AsDer::<Pkcs8V1Der>::as_der(kp).map(|d| d.as_ref().to_vec()),
+            Signer::Ec(kp) => kp.to_pkcs8v1().map(|d| d.as_ref().to_vec()),
+        }
+        .map_err(|_| KeyError::Encode("private key (PKCS#8)"))?;
         let kid = kid_from_spki_der(&spki_der);
         // Upstream's header is a sorted map without `typ`: exactly {"alg":..,"kid":..}.
         let header = format!(r#"{{"alg":"{}","kid":"{kid}"}}"#, algorithm.jose_name());
@@ -231,6 +253,7 @@ impl SigningKey {
             kid,
             header_prefix,
             spki_der,
+            pkcs8_der,
             jwk,
         })
     }
@@ -253,7 +276,9 @@ impl SigningKey {
 
     /// Compact JWS `header.payload.signature` of `claims`, header `{"alg":..,"kid":..}`.
     pub fn sign_jwt<T: serde::Serialize>(&self, claims: &T) -> Result<String, KeyError> {
-        let payload = serde_json::to_vec(claims).map_err(|e| KeyError::Claims(e.to_string()))?;
+        // A bound token's claims are 400-600 bytes: one allocation instead of to_vec's regrowth.
+        let mut payload = Vec::with_capacity(768);
+        serde_json::to_writer(&mut payload, claims).map_err(|e| KeyError::Claims(e.to_string()))?;
         // One allocation for the whole token: header, payload and a 2048-bit RSA signature.
         let mut jws = String::with_capacity(self.header_prefix.len() + payload.len() * 4 / 3 + 350);
         jws.push_str(&self.header_prefix);
@@ -294,13 +319,7 @@ impl SigningKey {
 
     /// PEM of the private key (PKCS#8), e.g. to save a generated key.
     pub fn private_key_pem(&self) -> String {
-        let der = match &self.signer {
-            Signer::Rsa(kp) => AsDer::<Pkcs8V1Der>::as_der(kp).map(|d| d.as_ref().to_vec()),
-            Signer::Ec(kp) => kp.to_pkcs8v1().map(|d| d.as_ref().to_vec()),
-        };
-        // Export of a key aws-lc-rs already holds cannot fail short of an allocation failure.
-        let der = der.unwrap_or_default();
-        pem_encode("PRIVATE KEY", der)
+        pem_encode("PRIVATE KEY", self.pkcs8_der.clone())
     }
 
     /// PEM of the public key (SubjectPublicKeyInfo).
@@ -374,7 +393,8 @@ fn load_pkcs8(der: &[u8]) -> Result<Signer, KeyError> {
     // Tell an undersized or otherwise rejected RSA key apart from an unknown key type.
     match RsaKeyPair::from_pkcs8(der) {
         Err(e) if is_rsa_pkcs8(der) => Err(invalid(format!(
-            "PEM block `PRIVATE KEY` is an RSA key that cannot be used ({e}; 2048 to 8192 bits are supported)"
+            "PEM block `PRIVATE KEY` is an RSA key that cannot be used ({}; {RSA_SIZES})",
+            rejected(&e)
         ))),
         _ => Err(invalid(
             "PEM block `PRIVATE KEY` holds neither an RSA nor an EC P-256 key",
@@ -574,6 +594,54 @@ S9g/vUXWjgPj3OZCB8bzLTCF2ua/LmRPLvgptHyfwS7e8jzTS7eW
             .unwrap();
         let p384 = err(&pem_encode("PRIVATE KEY", p384.as_ref().to_vec()));
         assert!(p384.contains("EC P-384 key; only P-256"), "{p384}");
+    }
+
+    const ED25519: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIKdqW5Yb8/btBr4mJeHI3lZyneVnDB7n0dFeeXgt8ewT
+-----END PRIVATE KEY-----
+";
+    const RSA_1024_PKCS8: &str = "-----BEGIN PRIVATE KEY-----
+MIICdgIBADANBgkqhkiG9w0BAQEFAASCAmAwggJcAgEAAoGBAM/FeEzZOrQZFdbD
+b4qT/TJTA8grTj6sRFQlFlxJsWzllGkt+fUpsutklqsjsYlDCXfL/N5D6WbWAX1y
+ba1AWIeNiTTMeNsj7lvn/Z9D9aXWemVUDpus7MEOAkR7LbnJHMkldoS7iDYV7YVb
+WOHJUOXLBwdD06amlLt14U3bQto3AgMBAAECgYAu9IbCf1ln+D9aQOLFY7qWE/LH
+2xmcylvK1HLgOntRi/TlbFGQGXNpBVuTo8ZsqezK2Rv1s01dQ0Ik8qZcwC0BVMra
+gi0rrolGiIe+fnJRqZXV0fpLMDcoEdhcUq+AoG4FBdpt6TofaG3SeEWxp4UGVkMR
+wd1tyIPx+BMHWT3PQQJBAPyqtxMEkVMbyhcA+t86lUA5RY4mGNxQXhwTyKrT+eGU
+9mCqceu5TBiAsaj8lnwMxGsGkXAetW5AACgU2El0ldcCQQDSgyM495nLwklUJ15w
+pJfW478auJh7FNqspedA0tJh9mJV6Nst1chCKVDMyR5KF2Im9MIjkzWHdsGhMjkI
+5JKhAkEA80OCBANvz65/weoln+sNa8o4V4YChYuzMCE0IJT6juAW3jb8e9Hpm+W8
+J1EZqdG5ArpOKL7IO5/PBsga/Y4L/QJAMLLnnhEhghKjFhW5ckORYMP0/MCBfc+4
+OsJyefuLceAmpYsl0TeoiS23pHhOSoOYUDzFAKfYdUsSxjCxIw6FoQJAFdB6A/9a
+0Rh7gu6rw5gRDQQwYmrei3UdtHZ2rS0J8+8VsKj1D/9aaPD2doKg0qPguedCjBFO
+nc0UA3qvtw8qCg==
+-----END PRIVATE KEY-----
+";
+    const RSA_1024_PKCS1: &str = "-----BEGIN RSA PRIVATE KEY-----
+MIICXQIBAAKBgQC6Dfs2u7zCb0jZZXLIbiIOZkxpwl0xOYcpUwlooYgc9X0Or+c1
+mDoO9pnCVeYtE5bGQzMR/gUDmD2O2Cvl4bULG+A5TfhuFfTuozYrOuPlKkecxhZd
+h/XQ3FiIcN5pbs0/lb2cSvCnhweyriP1M0Z8/Q8caHHfD4NHVL7n1OvZewIDAQAB
+AoGAXC+BQWVT6aLqHY0+ikDHbwsQ4XYEZtdyOO+DwewHXRHlnNlbXhrG6ZMWLEwT
+eFI0apfxPgD2ywkrtxM07PogkUASHW5ISyW8pl59tSqZb7pBR4NSYIEiLqDOp4GQ
+th2ln2rlH/elyPZ2AlZAT2AUaEvRHf+XNEZ0drb/JY7bvEECQQDjbHGN4JoQPe/a
+0XTTi9tB8F3f1QDv03BoFcbcO+S9AG+LnxJeBfCVklMcyrbBzsmgNZvsC4yKYVUH
+oXAq4kuVAkEA0W7RRVB0G9qY5oIzR4E0c1aqBMQjXMO2BCTr9jO1FPqv/vuzo9Y2
+T4DopdNNc2SWaXPRttMGKTv0GlxgB17MzwJBALBVHt6ArTO2skiZatmzcLd5pW+t
+eeJ5sIgjimKsVbhtpA8/sUARnu5529NRIc63hQGhT1n/wmJxATq/Y3b8qtkCQDBx
+WJiW1nSG6K0Q2rmkajRvjF4T3DYd0uE8hRPqu+0BW2o4YEH6T4+uOqH4sUaKsrvr
+nUuTni41fu4GBfROekMCQQC1oa0zTQ8BSRxaMJtC9pNjjqgo9yq285H2k0eGkwk1
+/x1/3AjUyRntHpQLICRINvrZQVUWXawD5c0MH1QjAjsG
+-----END RSA PRIVATE KEY-----
+";
+
+    #[test]
+    fn unsupported_key_kinds_are_named() {
+        let ed = err(ED25519);
+        assert!(ed.contains("Ed25519"), "{ed}");
+        for pem in [RSA_1024_PKCS8, RSA_1024_PKCS1] {
+            let small = err(pem);
+            assert!(small.contains("2048 to 8192 bits"), "{small}");
+        }
     }
 
     #[test]

@@ -201,7 +201,8 @@ pub fn verify_signature(token: &str, jwks: &serde_json::Value) -> Result<String,
         ));
     }
     let alg = parse_algorithm(&header.alg)?;
-    let signature = decode_part(parts.signature, "signature is not base64url")?;
+    // Decoded only to fail early with a clear error; jsonwebtoken decodes it again itself.
+    decode_part(parts.signature, "signature is not base64url")?;
 
     let keys = parse_jwks(jwks)?;
     let candidates: Vec<&Jwk> = keys
@@ -225,13 +226,12 @@ pub fn verify_signature(token: &str, jwks: &serde_json::Value) -> Result<String,
             kid: candidates[0].common.key_id.clone().unwrap_or_default(),
         });
     }
-    let signature_b64 = URL_SAFE_NO_PAD.encode(&signature);
     for jwk in fitting {
         let Ok(key) = DecodingKey::from_jwk(jwk) else {
             continue;
         };
         if let Ok(true) =
-            jsonwebtoken::crypto::verify(&signature_b64, parts.message.as_bytes(), &key, alg)
+            jsonwebtoken::crypto::verify(parts.signature, parts.message.as_bytes(), &key, alg)
         {
             return Ok(jwk.common.key_id.clone().unwrap_or_default());
         }

@@ -69,7 +69,8 @@ pub struct RecoveryReport {
     pub removed: Vec<String>,
 }
 
-/// Why a write failed. Nothing visible changes when it fails.
+/// Why a write failed. A failure before the swap (step 9) changes nothing visible; one after it
+/// leaves the new version published with cleanup unfinished (the next write or `recover` ends it).
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("payload path {path:?}: {source}")]

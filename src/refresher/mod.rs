@@ -363,3 +363,23 @@ impl<S: TokenSource> Refresher<S> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_full_jitter() {
+        let backoff = Backoff::default();
+        let secs = |s: f64| SignedDuration::from_secs_f64(s);
+        // fraction 1.0 shows the ceiling: 1, 2, 4, ... capped at 60 s.
+        assert_eq!(backoff.delay(1, 1.0), secs(1.0));
+        assert_eq!(backoff.delay(2, 1.0), secs(2.0));
+        assert_eq!(backoff.delay(6, 1.0), secs(32.0));
+        assert_eq!(backoff.delay(7, 1.0), secs(60.0));
+        assert_eq!(backoff.delay(1000, 1.0), secs(60.0));
+        // Full jitter: anywhere from zero up to the ceiling.
+        assert_eq!(backoff.delay(3, 0.0), SignedDuration::ZERO);
+        assert_eq!(backoff.delay(3, 0.5), secs(2.0));
+    }
+}
