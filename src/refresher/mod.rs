@@ -103,6 +103,10 @@ struct TokenSlot {
     written_jti: Option<String>,
     /// A new grant arrived that has not been published yet.
     unpublished: bool,
+    /// When this slot is next due, and the generation of its live queue entry: rescheduling
+    /// bumps the generation, so an entry superseded by a later schedule is skipped when popped.
+    next_due: Timestamp,
+    generation: u64,
 }
 
 struct VolumeState {
@@ -112,14 +116,15 @@ struct VolumeState {
 }
 
 type RotationHook = Box<dyn Fn(&RotationEvent) + Send + Sync>;
+type QueueEntry = (Timestamp, usize, usize, u64);
 
 /// Keeps every token of every volume fresh on disk.
 pub struct Refresher<S> {
     source: Arc<S>,
     clock: Arc<dyn Clock>,
     volumes: Vec<VolumeState>,
-    /// (deadline, volume index, token index); earliest first.
-    queue: BinaryHeap<Reverse<(Timestamp, usize, usize)>>,
+    /// (deadline, volume index, token index, slot generation); earliest first.
+    queue: BinaryHeap<Reverse<QueueEntry>>,
     backoff: Backoff,
     on_rotation: Vec<RotationHook>,
 }
@@ -149,6 +154,8 @@ impl<S: TokenSource> Refresher<S> {
                         failures: 0,
                         written_jti: None,
                         unpublished: false,
+                        next_due: Timestamp::UNIX_EPOCH,
+                        generation: 0,
                     })
                     .collect();
                 VolumeState {
@@ -211,7 +218,7 @@ impl<S: TokenSource> Refresher<S> {
         self.project_all().await?;
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            let Some(Reverse((deadline, _, _))) = self.queue.peek().copied() else {
+            let Some(Reverse((deadline, ..))) = self.queue.peek().copied() else {
                 shutdown.await;
                 return Ok(());
             };
@@ -225,11 +232,16 @@ impl<S: TokenSource> Refresher<S> {
             }
             let now = self.clock.now();
             let mut due_volumes = BTreeSet::new();
-            while let Some(Reverse((deadline, volume, token))) = self.queue.peek().copied() {
+            while let Some(Reverse((deadline, volume, token, generation))) =
+                self.queue.peek().copied()
+            {
                 if deadline > now {
                     break;
                 }
                 self.queue.pop();
+                if generation != self.volumes[volume].tokens[token].generation {
+                    continue; // superseded by a later schedule of the same token
+                }
                 // A failure is logged and rescheduled with backoff inside; the old token stays.
                 let _ = self.refresh_token(volume, token).await;
                 due_volumes.insert(volume);
@@ -261,7 +273,7 @@ impl<S: TokenSource> Refresher<S> {
                 slot.grant = Some(grant);
                 slot.failures = 0;
                 slot.unpublished = true;
-                self.queue.push(Reverse((next, volume_index, token_index)));
+                self.schedule(volume_index, token_index, next);
                 Ok(())
             }
             Err(err) => {
@@ -283,10 +295,19 @@ impl<S: TokenSource> Refresher<S> {
                     "token refresh failed{}",
                     if expired { "; the token on disk has expired" } else { "" }
                 );
-                self.queue.push(Reverse((retry, volume_index, token_index)));
+                self.schedule(volume_index, token_index, retry);
                 Err(err)
             }
         }
+    }
+
+    /// (Re)schedules one token; any earlier queue entry of it becomes stale.
+    fn schedule(&mut self, volume_index: usize, token_index: usize, at: Timestamp) {
+        let slot = &mut self.volumes[volume_index].tokens[token_index];
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.next_due = at;
+        self.queue
+            .push(Reverse((at, volume_index, token_index, slot.generation)));
     }
 
     /// Writes one volume whole from the current grants (nothing if a token is missing).
@@ -318,7 +339,7 @@ impl<S: TokenSource> Refresher<S> {
                     .checked_add(self.backoff.delay(state.write_failures, fastrand::f64()))
                     .unwrap_or(now);
                 for token_index in 0..state.tokens.len() {
-                    self.queue.push(Reverse((retry, volume_index, token_index)));
+                    self.schedule(volume_index, token_index, retry);
                 }
                 return Err(message);
             }
@@ -327,17 +348,11 @@ impl<S: TokenSource> Refresher<S> {
             return Ok(());
         };
         let state = &mut self.volumes[volume_index];
-        for (token_index, slot) in state.tokens.iter_mut().enumerate() {
+        for slot in state.tokens.iter_mut() {
             let Some(grant) = slot.grant.as_ref().filter(|_| slot.unpublished) else {
                 continue;
             };
-            let next_refresh = self
-                .queue
-                .iter()
-                .filter(|Reverse((_, v, t))| *v == volume_index && *t == token_index)
-                .map(|Reverse((deadline, _, _))| *deadline)
-                .min()
-                .unwrap_or(grant.expiration_timestamp);
+            let next_refresh = slot.next_due;
             let event = RotationEvent {
                 volume: state.volume.plan.name.clone(),
                 dir: state.volume.writer.target_dir().to_path_buf(),
