@@ -4,6 +4,7 @@
 pub mod jwks;
 pub mod keys;
 pub mod mint;
+pub mod objects;
 pub mod verify;
 
 pub use keys::{KeyAlgorithm, KeyError, SigningKey};

@@ -182,61 +182,133 @@ fn parse_jwks(jwks: &serde_json::Value) -> Result<Vec<Jwk>, VerifyError> {
         .collect()
 }
 
-/// Checks only the signature against `jwks` (a JWKS JSON document), returning the verifying `kid`
-/// (empty when the verifying JWK has none).
-///
-/// As upstream: with a `kid` in the header only keys with that kid are tried, without one every
-/// key is tried.
-pub fn verify_signature(token: &str, jwks: &serde_json::Value) -> Result<String, VerifyError> {
-    let parts = split(token)?;
-    let header_json = decode_part(
-        parts.message.split('.').next().unwrap_or_default(),
-        "header is not base64url",
-    )?;
-    let header: Header = serde_json::from_slice(&header_json)
-        .map_err(|_| VerifyError::Malformed("header is not a JSON object with an `alg`"))?;
-    if header.crit.is_some() {
-        return Err(VerifyError::Malformed(
-            "critical header parameters are not supported",
-        ));
-    }
-    let alg = parse_algorithm(&header.alg)?;
-    // Decoded only to fail early with a clear error; jsonwebtoken decodes it again itself.
-    decode_part(parts.signature, "signature is not base64url")?;
+/// Verification keys prepared once: every JWK parsed and its decoding key built, so that a
+/// server verifying many tokens pays only for the signature check.
+pub struct KeySet {
+    keys: Vec<(Jwk, DecodingKey)>,
+}
 
-    let keys = parse_jwks(jwks)?;
-    let candidates: Vec<&Jwk> = keys
-        .iter()
-        .filter(|k| match &header.kid {
-            Some(kid) => k.common.key_id.as_deref() == Some(kid.as_str()),
-            None => true,
-        })
-        .collect();
-    if candidates.is_empty() {
-        return Err(VerifyError::NoMatchingKey { kid: header.kid });
+impl std::fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kids: Vec<&str> = self
+            .keys
+            .iter()
+            .map(|(jwk, _)| jwk.common.key_id.as_deref().unwrap_or(""))
+            .collect();
+        f.debug_struct("KeySet").field("kids", &kids).finish()
     }
-    let fitting: Vec<&Jwk> = candidates
-        .iter()
-        .copied()
-        .filter(|k| key_fits(k, alg, &header.alg))
-        .collect();
-    if fitting.is_empty() {
-        return Err(VerifyError::AlgorithmMismatch {
-            alg: header.alg,
-            kid: candidates[0].common.key_id.clone().unwrap_or_default(),
-        });
+}
+
+impl KeySet {
+    /// Prepares every key of a JWKS document (`{"keys":[...]}`).
+    pub fn from_jwks(jwks: &serde_json::Value) -> Result<Self, VerifyError> {
+        // A JWK of a kind jsonwebtoken cannot verify with is skipped, not fatal: the other keys
+        // of the set still work, and a token naming that kid fails as "no keys found".
+        let keys = parse_jwks(jwks)?
+            .into_iter()
+            .filter_map(|jwk| DecodingKey::from_jwk(&jwk).ok().map(|key| (jwk, key)))
+            .collect();
+        Ok(Self { keys })
     }
-    for jwk in fitting {
-        let Ok(key) = DecodingKey::from_jwk(jwk) else {
-            continue;
-        };
-        if let Ok(true) =
-            jsonwebtoken::crypto::verify(parts.signature, parts.message.as_bytes(), &key, alg)
-        {
-            return Ok(jwk.common.key_id.clone().unwrap_or_default());
+
+    /// Checks only the signature, returning the verifying `kid` (empty when the verifying JWK
+    /// has none).
+    ///
+    /// As upstream: with a `kid` in the header only keys with that kid are tried, without one
+    /// every key is tried.
+    pub fn verify_signature(&self, token: &str) -> Result<String, VerifyError> {
+        let parts = split(token)?;
+        let header_json = decode_part(
+            parts.message.split('.').next().unwrap_or_default(),
+            "header is not base64url",
+        )?;
+        let header: Header = serde_json::from_slice(&header_json)
+            .map_err(|_| VerifyError::Malformed("header is not a JSON object with an `alg`"))?;
+        if header.crit.is_some() {
+            return Err(VerifyError::Malformed(
+                "critical header parameters are not supported",
+            ));
         }
+        let alg = parse_algorithm(&header.alg)?;
+        // Decoded only to fail early with a clear error; jsonwebtoken decodes it again itself.
+        decode_part(parts.signature, "signature is not base64url")?;
+
+        let mut candidates = self
+            .keys
+            .iter()
+            .filter(|(jwk, _)| match &header.kid {
+                Some(kid) => jwk.common.key_id.as_deref() == Some(kid.as_str()),
+                None => true,
+            })
+            .peekable();
+        let Some((first, _)) = candidates.peek() else {
+            return Err(VerifyError::NoMatchingKey { kid: header.kid });
+        };
+        let first_kid = first.common.key_id.clone().unwrap_or_default();
+        let mut any_fits = false;
+        for (jwk, key) in candidates.filter(|(jwk, _)| key_fits(jwk, alg, &header.alg)) {
+            any_fits = true;
+            if let Ok(true) =
+                jsonwebtoken::crypto::verify(parts.signature, parts.message.as_bytes(), key, alg)
+            {
+                return Ok(jwk.common.key_id.clone().unwrap_or_default());
+            }
+        }
+        if !any_fits {
+            return Err(VerifyError::AlgorithmMismatch {
+                alg: header.alg,
+                kid: first_kid,
+            });
+        }
+        Err(VerifyError::Signature)
     }
-    Err(VerifyError::Signature)
+
+    /// Full validation of a bound token as kube-apiserver does: signature, issuer, audience,
+    /// times with 60 s leeway.
+    pub fn verify_bound(
+        &self,
+        token: &str,
+        issuers: &[String],
+        audiences: &[String],
+        now: Timestamp,
+    ) -> Result<BoundClaims, VerifyError> {
+        self.verify_signature(token)?;
+        let payload = decode_part(split(token)?.payload, "payload is not base64url")?;
+        let registered: Registered = serde_json::from_slice(&payload)
+            .map_err(|_| VerifyError::Malformed("payload is not a JSON claim set"))?;
+
+        let iss = registered.iss.unwrap_or_default();
+        if !issuers.contains(&iss) {
+            return Err(VerifyError::Issuer(iss));
+        }
+
+        let token_audiences = match registered.aud {
+            Some(Audience::One(a)) => vec![a],
+            Some(Audience::Many(a)) => a,
+            None => Vec::new(),
+        };
+        // Upstream treats a token without audiences as meant for the API audiences, and skips
+        // the check when no target audiences are configured.
+        if !token_audiences.is_empty()
+            && !audiences.is_empty()
+            && !token_audiences.iter().any(|a| audiences.contains(a))
+        {
+            return Err(VerifyError::Audience {
+                token: token_audiences,
+                target: audiences.to_vec(),
+            });
+        }
+
+        check_times(registered.nbf, registered.exp, registered.iat, now)?;
+
+        serde_json::from_slice(&payload).map_err(|e| VerifyError::Claims(e.to_string()))
+    }
+}
+
+/// Checks only the signature against `jwks` (a JWKS JSON document); see
+/// [`KeySet::verify_signature`]. Prepare a [`KeySet`] instead when verifying many tokens.
+pub fn verify_signature(token: &str, jwks: &serde_json::Value) -> Result<String, VerifyError> {
+    KeySet::from_jwks(jwks)?.verify_signature(token)
 }
 
 /// `aud` as go-jose reads it: a string or an array of strings.
@@ -262,8 +334,7 @@ struct Registered {
     iat: Option<i64>,
 }
 
-/// Full validation of a bound token as kube-apiserver does: signature, issuer, audience, times
-/// with 60 s leeway.
+/// Full validation of a bound token against a JWKS document; see [`KeySet::verify_bound`].
 pub fn verify_bound(
     token: &str,
     jwks: &serde_json::Value,
@@ -271,36 +342,7 @@ pub fn verify_bound(
     audiences: &[String],
     now: Timestamp,
 ) -> Result<BoundClaims, VerifyError> {
-    verify_signature(token, jwks)?;
-    let payload = decode_part(split(token)?.payload, "payload is not base64url")?;
-    let registered: Registered = serde_json::from_slice(&payload)
-        .map_err(|_| VerifyError::Malformed("payload is not a JSON claim set"))?;
-
-    let iss = registered.iss.unwrap_or_default();
-    if !issuers.contains(&iss) {
-        return Err(VerifyError::Issuer(iss));
-    }
-
-    let token_audiences = match registered.aud {
-        Some(Audience::One(a)) => vec![a],
-        Some(Audience::Many(a)) => a,
-        None => Vec::new(),
-    };
-    // Upstream treats a token without audiences as meant for the API audiences, and skips the
-    // check when no target audiences are configured.
-    if !token_audiences.is_empty()
-        && !audiences.is_empty()
-        && !token_audiences.iter().any(|a| audiences.contains(a))
-    {
-        return Err(VerifyError::Audience {
-            token: token_audiences,
-            target: audiences.to_vec(),
-        });
-    }
-
-    check_times(registered.nbf, registered.exp, registered.iat, now)?;
-
-    serde_json::from_slice(&payload).map_err(|e| VerifyError::Claims(e.to_string()))
+    KeySet::from_jwks(jwks)?.verify_bound(token, issuers, audiences, now)
 }
 
 /// go-jose's `ValidateWithLeeway` order: nbf, exp, iat; each only when present.

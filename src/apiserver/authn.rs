@@ -1,0 +1,370 @@
+//! Request authentication: the admin token, and service account tokens the emulator (or a
+//! replica with the same key) issued, validated as kube-apiserver's JWT authenticator does.
+//!
+//! With auto-creation on, a valid token whose service account or pod the store does not know is
+//! adopted (its uids taken from the claims), so replicas sharing a signing key accept each
+//! other's tokens; a deleted pod is remembered and never adopted again.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use k8s_openapi::api::authentication::v1::UserInfo;
+
+use crate::issuer::objects::ObjectStore;
+use crate::issuer::verify::{KeySet, VerifyError};
+use crate::token::claims::{service_account_subject, LEGACY_ISSUER};
+use crate::token::{decode, BoundClaims, LegacyClaims, ObjectRef};
+
+/// The user name of the admin token.
+pub const ADMIN_USER: &str = "system:admin";
+
+/// Who made a request.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    Admin,
+    ServiceAccount(Box<ServiceAccountCaller>),
+}
+
+/// A service account token that authenticated.
+#[derive(Debug, Clone)]
+pub struct ServiceAccountCaller {
+    pub user: UserInfo,
+    pub token: TokenFacts,
+    /// The audiences the token was accepted for (its `aud` intersected with the targets).
+    pub audiences: Vec<String>,
+}
+
+/// What accounting needs to know of a presented token. Never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TokenFacts {
+    pub subject: String,
+    pub namespace: String,
+    pub service_account: String,
+    pub pod: Option<ObjectRef>,
+    pub jti: Option<String>,
+    pub warn_after: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub legacy: bool,
+}
+
+/// Why authentication failed; `facts` is set when the token is one of ours (signature good) so
+/// that even a rejected use can be accounted for.
+#[derive(Debug, Clone)]
+pub struct AuthnFailure {
+    pub reason: String,
+    pub facts: Option<TokenFacts>,
+    pub expired: bool,
+}
+
+impl AuthnFailure {
+    fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            facts: None,
+            expired: false,
+        }
+    }
+
+    /// The text upstream puts in a TokenReview's `status.error` and its log line.
+    pub fn review_error(&self) -> String {
+        format!("[invalid bearer token, {}]", self.reason)
+    }
+}
+
+/// Validates bearer tokens.
+#[derive(Debug)]
+pub struct Authenticator {
+    pub keys: KeySet,
+    pub issuers: Vec<String>,
+    pub api_audiences: Vec<String>,
+    admin_token: String,
+}
+
+/// Constant-time equality, so the admin token cannot be guessed byte by byte from timings.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+impl Authenticator {
+    pub fn new(
+        keys: KeySet,
+        issuers: Vec<String>,
+        api_audiences: Vec<String>,
+        admin_token: String,
+    ) -> Self {
+        Self {
+            keys,
+            issuers,
+            api_audiences,
+            admin_token,
+        }
+    }
+
+    /// Authenticates `token` for `audiences` (empty: the API audiences) at `now`.
+    pub fn authenticate(
+        &self,
+        token: &str,
+        audiences: &[String],
+        objects: &mut ObjectStore,
+        now: Timestamp,
+    ) -> Result<Caller, AuthnFailure> {
+        if !self.admin_token.is_empty() && same_secret(token, &self.admin_token) {
+            return Ok(Caller::Admin);
+        }
+        let targets = if audiences.is_empty() {
+            &self.api_audiences
+        } else {
+            audiences
+        };
+        // Routing by the unverified issuer, as upstream's two JWT authenticators do.
+        let decoded = decode(token)
+            .map_err(|e| AuthnFailure::new(format!("not a service account token: {e}")))?;
+        if decoded.string_claim("iss") == Some(LEGACY_ISSUER) {
+            return self.authenticate_legacy(token, objects);
+        }
+        match self.keys.verify_bound(token, &self.issuers, targets, now) {
+            Ok(claims) => self.check_bound_objects(claims, targets, objects),
+            Err(err) => {
+                let expired = matches!(err, VerifyError::Expired);
+                // A token that is ours (signature verifies) is still worth accounting for.
+                let facts = match err {
+                    VerifyError::Expired
+                    | VerifyError::NotYetValid
+                    | VerifyError::IssuedInFuture
+                    | VerifyError::Audience { .. } => serde_json::from_value::<BoundClaims>(
+                        serde_json::Value::Object(decoded.claims.clone()),
+                    )
+                    .ok()
+                    .map(|claims| bound_facts(&claims)),
+                    _ => None,
+                };
+                Err(AuthnFailure {
+                    reason: err.to_string(),
+                    facts,
+                    expired,
+                })
+            }
+        }
+    }
+
+    fn check_bound_objects(
+        &self,
+        claims: BoundClaims,
+        targets: &[String],
+        objects: &mut ObjectStore,
+    ) -> Result<Caller, AuthnFailure> {
+        let facts = bound_facts(&claims);
+        let invalid = |reason: String| AuthnFailure {
+            reason,
+            facts: Some(facts.clone()),
+            expired: false,
+        };
+        let k8s = &claims.kubernetes;
+        let claimed_sa = &k8s.serviceaccount;
+        let live_sa = objects
+            .ensure_service_account(&k8s.namespace, &claimed_sa.name, || claimed_sa.uid.clone())
+            .ok_or_else(|| invalid(format!("serviceaccounts \"{}\" not found", claimed_sa.name)))?;
+        if live_sa.uid != claimed_sa.uid {
+            return Err(invalid(format!(
+                "service account UID ({}) does not match claim ({})",
+                live_sa.uid, claimed_sa.uid
+            )));
+        }
+        if let Some(pod) = &k8s.pod {
+            if objects.pod_was_deleted(&pod.uid) {
+                return Err(invalid("service account token has been invalidated".into()));
+            }
+            let live = objects
+                .ensure_pod(&k8s.namespace, &pod.name, &claimed_sa.name, || {
+                    pod.uid.clone()
+                })
+                .ok_or_else(|| invalid("service account token has been invalidated".into()))?;
+            if live.uid != pod.uid {
+                return Err(invalid(format!(
+                    "pod UID ({}) does not match service account pod ref claim ({})",
+                    live.uid, pod.uid
+                )));
+            }
+        }
+        if let Some(secret) = &k8s.secret {
+            let live = objects
+                .ensure_secret(&k8s.namespace, &secret.name, || secret.uid.clone())
+                .ok_or_else(|| invalid("service account token has been invalidated".into()))?;
+            if live.uid != secret.uid {
+                return Err(invalid(format!(
+                    "secret UID ({}) does not match service account secret ref claim ({})",
+                    live.uid, secret.uid
+                )));
+            }
+        }
+        if let (Some(node), None) = (&k8s.node, &k8s.pod) {
+            let live = objects
+                .ensure_node(&node.name, || node.uid.clone())
+                .ok_or_else(|| invalid("service account token has been invalidated".into()))?;
+            if live.uid != node.uid {
+                return Err(invalid(format!(
+                    "node UID ({}) does not match service account node ref claim ({})",
+                    live.uid, node.uid
+                )));
+            }
+        }
+        let audiences = claims
+            .aud
+            .iter()
+            .filter(|a| targets.contains(a))
+            .cloned()
+            .collect();
+        Ok(Caller::ServiceAccount(Box::new(ServiceAccountCaller {
+            user: bound_user_info(&claims),
+            token: facts,
+            audiences,
+        })))
+    }
+
+    fn authenticate_legacy(
+        &self,
+        token: &str,
+        objects: &mut ObjectStore,
+    ) -> Result<Caller, AuthnFailure> {
+        self.keys
+            .verify_signature(token)
+            .map_err(|e| AuthnFailure::new(e.to_string()))?;
+        let decoded = decode(token).map_err(|e| AuthnFailure::new(e.to_string()))?;
+        let claims: LegacyClaims =
+            serde_json::from_value(serde_json::Value::Object(decoded.claims))
+                .map_err(|e| AuthnFailure::new(format!("legacy token claims: {e}")))?;
+        if claims.sub != service_account_subject(&claims.namespace, &claims.service_account_name) {
+            return Err(AuthnFailure::new("sub claim is invalid"));
+        }
+        let facts = TokenFacts {
+            subject: claims.sub.clone(),
+            namespace: claims.namespace.clone(),
+            service_account: claims.service_account_name.clone(),
+            legacy: true,
+            ..TokenFacts::default()
+        };
+        let invalid = |reason: &str| AuthnFailure {
+            reason: reason.to_owned(),
+            facts: Some(facts.clone()),
+            expired: false,
+        };
+        let live = objects
+            .ensure_service_account(&claims.namespace, &claims.service_account_name, || {
+                claims.service_account_uid.clone()
+            })
+            .ok_or_else(|| invalid("Token has been invalidated"))?;
+        if live.uid != claims.service_account_uid {
+            return Err(invalid("Token has been invalidated"));
+        }
+        if objects
+            .ensure_secret(&claims.namespace, &claims.secret_name, uuid_v4)
+            .is_none()
+        {
+            return Err(invalid("Token has been invalidated"));
+        }
+        let user = UserInfo {
+            username: Some(claims.sub.clone()),
+            uid: Some(claims.service_account_uid.clone()),
+            groups: Some(service_account_groups(&claims.namespace)),
+            extra: None,
+        };
+        Ok(Caller::ServiceAccount(Box::new(ServiceAccountCaller {
+            user,
+            token: facts,
+            audiences: self.api_audiences.clone(),
+        })))
+    }
+}
+
+fn uuid_v4() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn bound_facts(claims: &BoundClaims) -> TokenFacts {
+    TokenFacts {
+        subject: claims.sub.clone(),
+        namespace: claims.kubernetes.namespace.clone(),
+        service_account: claims.kubernetes.serviceaccount.name.clone(),
+        pod: claims.kubernetes.pod.clone(),
+        jti: claims.jti.clone(),
+        warn_after: claims.kubernetes.warnafter,
+        expires_at: Some(claims.exp),
+        legacy: false,
+    }
+}
+
+fn service_account_groups(namespace: &str) -> Vec<String> {
+    vec![
+        "system:serviceaccounts".to_owned(),
+        format!("system:serviceaccounts:{namespace}"),
+        "system:authenticated".to_owned(),
+    ]
+}
+
+/// Upstream's user info for a bound token: extra keys only for what the claims carry.
+fn bound_user_info(claims: &BoundClaims) -> UserInfo {
+    let k8s = &claims.kubernetes;
+    let mut extra = BTreeMap::new();
+    let mut put = |key: &str, value: &str| {
+        if !value.is_empty() {
+            extra.insert(
+                format!("authentication.kubernetes.io/{key}"),
+                vec![value.to_owned()],
+            );
+        }
+    };
+    if let Some(pod) = k8s
+        .pod
+        .as_ref()
+        .filter(|p| !p.name.is_empty() && !p.uid.is_empty())
+    {
+        put("pod-name", &pod.name);
+        put("pod-uid", &pod.uid);
+    }
+    if let Some(node) = k8s.node.as_ref().filter(|n| !n.name.is_empty()) {
+        put("node-name", &node.name);
+        put("node-uid", &node.uid);
+    }
+    if let Some(jti) = &claims.jti {
+        put("credential-id", &format!("JTI={jti}"));
+    }
+    UserInfo {
+        username: Some(claims.sub.clone()),
+        uid: Some(k8s.serviceaccount.uid.clone()),
+        groups: Some(service_account_groups(&k8s.namespace)),
+        extra: Some(extra).filter(|e| !e.is_empty()),
+    }
+}
+
+/// The admin's user info.
+pub fn admin_user_info() -> UserInfo {
+    UserInfo {
+        username: Some(ADMIN_USER.to_owned()),
+        uid: None,
+        groups: Some(vec![
+            "system:masters".to_owned(),
+            "system:authenticated".to_owned(),
+        ]),
+        extra: None,
+    }
+}
+
+impl Caller {
+    pub fn user_info(&self) -> UserInfo {
+        match self {
+            Self::Admin => admin_user_info(),
+            Self::ServiceAccount(sa) => sa.user.clone(),
+        }
+    }
+
+    pub fn username(&self) -> String {
+        match self {
+            Self::Admin => ADMIN_USER.to_owned(),
+            Self::ServiceAccount(sa) => sa.token.subject.clone(),
+        }
+    }
+}

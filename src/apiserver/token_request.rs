@@ -1,0 +1,469 @@
+//! `POST /api/v1/namespaces/{ns}/serviceaccounts/{name}/token`: upstream's checks in upstream's
+//! order (`TokenREST.Create`), against the in-memory objects. Pure apart from signing: the caller
+//! passes `now` and a uid generator.
+
+use jiff::Timestamp;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec, TokenRequestStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::status::{go_quote, ApiError};
+use crate::issuer::objects::ObjectStore;
+use crate::issuer::{
+    BoundKind, BoundObject, IssuedToken, Issuer, RequestError, ServiceAccountRef,
+    TokenRequestSpec as IssuerSpec,
+};
+use crate::token::ObjectRef;
+
+const GROUP: &str = "authentication.k8s.io";
+const KIND: &str = "TokenRequest";
+
+/// A minted token and the response that carries it.
+#[derive(Debug)]
+pub struct CreatedToken {
+    pub response: TokenRequest,
+    /// `Warning` header texts (e.g. the max-expiration clamp).
+    pub warnings: Vec<String>,
+    pub issued: IssuedToken,
+}
+
+/// Validates, resolves and mints one TokenRequest for service account `namespace/name`.
+pub fn create_token(
+    issuer: &Issuer,
+    objects: &mut ObjectStore,
+    namespace: &str,
+    name: &str,
+    body: TokenRequest,
+    now: Timestamp,
+    new_uid: &mut dyn FnMut() -> String,
+) -> Result<CreatedToken, ApiError> {
+    // 1. Name and namespace in the body, when given, must match the URL.
+    let mismatch = |field: &str, value: &str, message: &str| {
+        ApiError::invalid(GROUP, KIND, name, field, &go_quote(value), message)
+    };
+    if let Some(body_name) = body.metadata.name.as_deref().filter(|n| !n.is_empty()) {
+        if body_name != name {
+            return Err(mismatch(
+                "metadata.name",
+                body_name,
+                "must match the service account name if specified",
+            ));
+        }
+    }
+    if let Some(body_ns) = body.metadata.namespace.as_deref().filter(|n| !n.is_empty()) {
+        if body_ns != namespace {
+            return Err(mismatch(
+                "metadata.namespace",
+                body_ns,
+                "must match the service account namespace if specified",
+            ));
+        }
+    }
+    // 2. The service account must exist.
+    let service_account_uid = objects
+        .ensure_service_account(namespace, name, &mut *new_uid)
+        .map(|sa| sa.uid.clone())
+        .ok_or_else(|| ApiError::not_found("serviceaccounts", name))?;
+    // 3. A uid in the request must be the service account's.
+    if let Some(uid) = body.metadata.uid.as_deref().filter(|u| !u.is_empty()) {
+        if uid != service_account_uid {
+            return Err(ApiError::conflict(
+                "TokenRequest.authentication.k8s.io",
+                name,
+                &format!("the UID in the token request ({uid}) does not match the UID of the service account ({service_account_uid})"),
+            ));
+        }
+    }
+    let spec = body.spec.clone().unwrap_or_default();
+    // 4. Static validation (defaults, bounds, clamp, extension) before the bound object.
+    let requested = IssuerSpec {
+        audiences: spec.audiences.clone().unwrap_or_default(),
+        expiration_seconds: spec.expiration_seconds,
+        bound_object: None,
+    };
+    let mut validated = issuer.config.validate(&requested).map_err(|e| match e {
+        RequestError::Invalid {
+            field,
+            value,
+            message,
+        } => ApiError::invalid(GROUP, KIND, "", field, &value, message),
+    })?;
+    // 5. The bound object, resolved against the store.
+    if let Some(reference) = &spec.bound_object_ref {
+        let bound = resolve_bound_object(objects, namespace, name, reference, new_uid)?;
+        // The extension depends on the binding, so decide again with it.
+        validated = issuer
+            .config
+            .validate(&IssuerSpec {
+                bound_object: Some(bound),
+                ..requested
+            })
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+    }
+    let service_account = ServiceAccountRef {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        uid: service_account_uid.clone(),
+    };
+    let issued = issuer
+        .mint(&service_account, &validated, now)
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+
+    let mut response = body;
+    response.metadata.name = Some(name.to_owned());
+    response.metadata.namespace = Some(namespace.to_owned());
+    response.metadata.uid = Some(service_account_uid);
+    response.metadata.creation_timestamp = Some(Time(seconds(now)));
+    response.spec = Some(TokenRequestSpec {
+        audiences: Some(validated.audiences.clone()),
+        expiration_seconds: Some(validated.expiration_seconds),
+        ..spec
+    });
+    response.status = Some(TokenRequestStatus {
+        token: Some(issued.token.clone()),
+        expiration_timestamp: Some(Time(seconds(issued.expiration_timestamp))),
+    });
+    Ok(CreatedToken {
+        response,
+        warnings: validated.warnings,
+        issued,
+    })
+}
+
+/// Whole seconds, as the API serialises times.
+fn seconds(at: Timestamp) -> Timestamp {
+    Timestamp::from_second(at.as_second()).unwrap_or(at)
+}
+
+/// Looks up the object a token is to be bound to, with upstream's errors.
+fn resolve_bound_object(
+    objects: &mut ObjectStore,
+    namespace: &str,
+    service_account: &str,
+    reference: &k8s_openapi::api::authentication::v1::BoundObjectReference,
+    new_uid: &mut dyn FnMut() -> String,
+) -> Result<BoundObject, ApiError> {
+    let api_version = reference.api_version.as_deref().unwrap_or_default();
+    let kind = reference.kind.as_deref().unwrap_or_default();
+    let name = reference.name.as_deref().unwrap_or_default();
+    let wanted_uid = reference.uid.as_deref().filter(|u| !u.is_empty());
+    // The group is what comes before the last `/` of apiVersion; the version is ignored.
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    if !group.is_empty() || !matches!(kind, "Pod" | "Secret" | "Node") {
+        return Err(ApiError::bad_request(format!(
+            "cannot bind token to object of type {group}/{version}, Kind={kind}"
+        )));
+    }
+    // A new object created on first use takes the uid the reference names, so it matches.
+    let mut uid_for_new = || wanted_uid.map(str::to_owned).unwrap_or_else(&mut *new_uid);
+    let (bound_kind, uid, node) = match kind {
+        "Pod" => {
+            let pod = objects
+                .ensure_pod(namespace, name, service_account, &mut uid_for_new)
+                .cloned()
+                .ok_or_else(|| ApiError::not_found("pods", name))?;
+            if pod.service_account != service_account {
+                return Err(ApiError::bad_request(format!(
+                    "cannot bind token for serviceaccount {} to pod running with different serviceaccount name.",
+                    go_quote(service_account)
+                )));
+            }
+            // The pod's node goes into the claims; its uid only when the node object exists.
+            let node = pod.node_name.as_deref().map(|node_name| {
+                let uid = objects.node(node_name).map(|n| n.uid.clone());
+                ObjectRef::new(node_name, uid.unwrap_or_default())
+            });
+            (BoundKind::Pod, pod.uid, node)
+        }
+        "Secret" => {
+            let secret = objects
+                .ensure_secret(namespace, name, &mut uid_for_new)
+                .ok_or_else(|| ApiError::not_found("secrets", name))?;
+            (BoundKind::Secret, secret.uid.clone(), None)
+        }
+        _ => {
+            let node = objects
+                .ensure_node(name, &mut uid_for_new)
+                .ok_or_else(|| ApiError::not_found("nodes", name))?;
+            (BoundKind::Node, node.uid.clone(), None)
+        }
+    };
+    if let Some(wanted) = wanted_uid {
+        if wanted != uid {
+            return Err(ApiError::conflict(
+                kind,
+                name,
+                &format!("the UID in the bound object reference ({wanted}) does not match the UID in record. The object might have been deleted and then recreated"),
+            ));
+        }
+    }
+    Ok(BoundObject {
+        kind: bound_kind,
+        name: name.to_owned(),
+        uid,
+        node,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, OnceLock};
+
+    use k8s_openapi::api::authentication::v1::BoundObjectReference;
+
+    use super::*;
+    use crate::issuer::objects::StoredPod;
+    use crate::issuer::{IssuerConfig, KeyAlgorithm, SigningKey, DEFAULT_ISSUER};
+    use crate::token::decode;
+
+    fn key() -> Arc<SigningKey> {
+        static KEY: OnceLock<Arc<SigningKey>> = OnceLock::new();
+        KEY.get_or_init(|| {
+            Arc::new(SigningKey::generate(KeyAlgorithm::Es256).expect("EC key generation"))
+        })
+        .clone()
+    }
+
+    fn issuer(max: Option<i64>) -> Issuer {
+        let mut config = IssuerConfig::new(DEFAULT_ISSUER);
+        config.max_token_expiration = max;
+        Issuer::new(config, key())
+    }
+
+    fn store() -> ObjectStore {
+        let mut store = ObjectStore::new(false);
+        store.put_service_account("ns", "app", "sa-uid".into());
+        store.put_service_account("ns", "other", "other-uid".into());
+        store.put_pod(
+            "ns",
+            "web",
+            StoredPod {
+                uid: "pod-uid".into(),
+                service_account: "app".into(),
+                node_name: Some("worker".into()),
+            },
+        );
+        store.put_node("worker", "node-uid".into());
+        store.put_secret("ns", "s", "secret-uid".into());
+        store
+    }
+
+    fn request(
+        seconds: Option<i64>,
+        audiences: &[&str],
+        bound: Option<(&str, &str, &str, Option<&str>)>,
+    ) -> TokenRequest {
+        TokenRequest {
+            spec: Some(TokenRequestSpec {
+                audiences: Some(audiences.iter().map(|a| a.to_string()).collect()),
+                expiration_seconds: seconds,
+                bound_object_ref: bound.map(|(api_version, kind, name, uid)| {
+                    BoundObjectReference {
+                        api_version: Some(api_version.into()),
+                        kind: Some(kind.into()),
+                        name: Some(name.into()),
+                        uid: uid.map(str::to_owned),
+                    }
+                }),
+                ..TokenRequestSpec::default()
+            }),
+            ..TokenRequest::default()
+        }
+    }
+
+    fn now() -> Timestamp {
+        Timestamp::from_second(1_800_000_000).unwrap_or(Timestamp::UNIX_EPOCH)
+    }
+
+    fn create(issuer: &Issuer, sa: &str, body: TokenRequest) -> Result<CreatedToken, ApiError> {
+        let mut counter = 0;
+        let mut uid = move || {
+            counter += 1;
+            format!("new-{counter}")
+        };
+        create_token(issuer, &mut store(), "ns", sa, body, now(), &mut uid)
+    }
+
+    fn claims(created: &CreatedToken) -> serde_json::Value {
+        let token = created
+            .response
+            .status
+            .as_ref()
+            .and_then(|s| s.token.clone())
+            .unwrap_or_default();
+        serde_json::Value::Object(decode(&token).map(|d| d.claims).unwrap_or_default())
+    }
+
+    /// The validation table: code and reason for each bad request, as upstream answers.
+    #[test]
+    fn rejections_have_upstreams_codes_and_messages() {
+        let issuer = issuer(None);
+        let pod = |uid| Some(("v1", "Pod", "web", uid));
+        let cases: Vec<(&str, TokenRequest, u16, &str, &str)> = vec![
+            ("too short", request(Some(599), &[], None), 422, "Invalid",
+             "TokenRequest.authentication.k8s.io \"\" is invalid: spec.expirationSeconds: Invalid value: 599: may not specify a duration less than 10 minutes"),
+            ("too long", request(Some((1 << 32) + 1), &[], None), 422, "Invalid",
+             "TokenRequest.authentication.k8s.io \"\" is invalid: spec.expirationSeconds: Invalid value: 4294967297: may not specify a duration larger than 2^32 seconds"),
+            ("unknown service account", request(None, &[], None), 404, "NotFound", "serviceaccounts \"ghost\" not found"),
+            ("missing pod", request(None, &[], Some(("v1", "Pod", "gone", None))), 404, "NotFound", "pods \"gone\" not found"),
+            ("missing secret", request(None, &[], Some(("v1", "Secret", "gone", None))), 404, "NotFound", "secrets \"gone\" not found"),
+            ("missing node", request(None, &[], Some(("v1", "Node", "gone", None))), 404, "NotFound", "nodes \"gone\" not found"),
+            ("wrong pod uid", request(None, &[], pod(Some("stale-uid"))), 409, "Conflict",
+             "Operation cannot be fulfilled on Pod \"web\": the UID in the bound object reference (stale-uid) does not match the UID in record. The object might have been deleted and then recreated"),
+            ("wrong kind", request(None, &[], Some(("v1", "ConfigMap", "c", None))), 400, "BadRequest",
+             "cannot bind token to object of type /v1, Kind=ConfigMap"),
+            ("wrong group", request(None, &[], Some(("apps/v1", "Deployment", "d", None))), 400, "BadRequest",
+             "cannot bind token to object of type apps/v1, Kind=Deployment"),
+        ];
+        for (what, body, code, reason, message) in cases {
+            let sa = if what == "unknown service account" {
+                "ghost"
+            } else {
+                "app"
+            };
+            let err = create(&issuer, sa, body)
+                .err()
+                .unwrap_or_else(|| panic!("{what}: accepted"));
+            assert_eq!(
+                (err.code, err.reason, err.message.as_str()),
+                (code, reason, message),
+                "{what}"
+            );
+        }
+        // A pod running as another service account.
+        let err = create(&issuer, "other", request(None, &[], pod(None))).err();
+        assert_eq!(
+            err.map(|e| (e.code, e.message)),
+            Some((400, "cannot bind token for serviceaccount \"other\" to pod running with different serviceaccount name.".into()))
+        );
+        // Body name that is not the URL's.
+        let mut body = request(None, &[], None);
+        body.metadata.name = Some("someone-else".into());
+        let err = create(&issuer, "app", body).err();
+        assert_eq!(
+            err.map(|e| (e.code, e.message)),
+            Some((422, "TokenRequest.authentication.k8s.io \"app\" is invalid: metadata.name: Invalid value: \"someone-else\": must match the service account name if specified".into()))
+        );
+    }
+
+    #[test]
+    fn default_request_gets_api_audiences_and_3600_seconds() {
+        let created = create(&issuer(None), "app", request(None, &[], None)).expect("created");
+        let spec = created.response.spec.clone().unwrap_or_default();
+        assert_eq!(spec.audiences, Some(vec![DEFAULT_ISSUER.to_owned()]));
+        assert_eq!(spec.expiration_seconds, Some(3600));
+        let status = created.response.status.clone().unwrap_or_default();
+        assert_eq!(
+            status.expiration_timestamp.map(|t| t.0.as_second()),
+            Some(now().as_second() + 3600)
+        );
+        assert_eq!(created.response.metadata.uid.as_deref(), Some("sa-uid"));
+        let claims = claims(&created);
+        assert_eq!(claims["exp"], now().as_second() + 3600);
+        assert_eq!(claims["sub"], "system:serviceaccount:ns:app");
+        assert!(claims["kubernetes.io"].get("pod").is_none());
+    }
+
+    #[test]
+    fn pod_bound_3607_is_extended_and_carries_the_node() {
+        let created = create(
+            &issuer(None),
+            "app",
+            request(Some(3607), &[], Some(("v1", "Pod", "web", Some("pod-uid")))),
+        )
+        .expect("created");
+        let claims = claims(&created);
+        let iat = now().as_second();
+        assert_eq!(claims["exp"], iat + 31_536_000);
+        assert_eq!(claims["kubernetes.io"]["warnafter"], iat + 3607);
+        assert_eq!(
+            claims["kubernetes.io"]["pod"],
+            serde_json::json!({"name": "web", "uid": "pod-uid"})
+        );
+        assert_eq!(
+            claims["kubernetes.io"]["node"],
+            serde_json::json!({"name": "worker", "uid": "node-uid"})
+        );
+        let status = created.response.status.clone().unwrap_or_default();
+        assert_eq!(
+            status.expiration_timestamp.map(|t| t.0.as_second()),
+            Some(iat + 3607)
+        );
+    }
+
+    #[test]
+    fn extension_needs_pod_binding_and_api_audiences() {
+        let iat = now().as_second();
+        let unbound =
+            create(&issuer(None), "app", request(Some(3607), &[], None)).expect("created");
+        assert_eq!(claims(&unbound)["exp"], iat + 3607);
+        let other_audience = create(
+            &issuer(None),
+            "app",
+            request(Some(3607), &["vault"], Some(("v1", "Pod", "web", None))),
+        )
+        .expect("created");
+        assert_eq!(claims(&other_audience)["exp"], iat + 3607);
+        assert!(claims(&other_audience)["kubernetes.io"]
+            .get("warnafter")
+            .is_none());
+        let secret = create(
+            &issuer(None),
+            "app",
+            request(Some(3607), &[], Some(("v1", "Secret", "s", None))),
+        )
+        .expect("created");
+        assert_eq!(claims(&secret)["exp"], iat + 3607);
+        assert_eq!(
+            claims(&secret)["kubernetes.io"]["secret"]["uid"],
+            "secret-uid"
+        );
+    }
+
+    #[test]
+    fn max_expiration_clamps_with_a_warning_and_can_disable_the_extension() {
+        let created =
+            create(&issuer(Some(3600)), "app", request(Some(7200), &[], None)).expect("created");
+        assert_eq!(
+            created.warnings,
+            vec!["requested expiration of 7200 seconds shortened to 3600 seconds".to_owned()]
+        );
+        assert_eq!(
+            created.response.spec.and_then(|s| s.expiration_seconds),
+            Some(3600)
+        );
+        let clamped = create(
+            &issuer(Some(3600)),
+            "app",
+            request(Some(3607), &[], Some(("v1", "Pod", "web", None))),
+        )
+        .expect("created");
+        assert_eq!(claims(&clamped)["exp"], now().as_second() + 3600);
+    }
+
+    #[test]
+    fn auto_create_makes_the_service_account_and_bound_pod_with_the_given_uid() {
+        let mut objects = ObjectStore::new(true);
+        let mut uid = || "fresh".to_owned();
+        let created = create_token(
+            &issuer(None),
+            &mut objects,
+            "ns",
+            "new-sa",
+            request(None, &[], Some(("v1", "Pod", "p", Some("given")))),
+            now(),
+            &mut uid,
+        )
+        .expect("created");
+        assert_eq!(
+            objects
+                .service_account("ns", "new-sa")
+                .map(|s| s.uid.as_str()),
+            Some("fresh")
+        );
+        assert_eq!(
+            objects.pod("ns", "p").map(|p| p.uid.as_str()),
+            Some("given")
+        );
+        assert_eq!(claims(&created)["kubernetes.io"]["pod"]["uid"], "given");
+    }
+}

@@ -1,0 +1,432 @@
+//! The objects tokens are issued for and bound to: service accounts, pods, secrets and nodes,
+//! held in memory as the emulator's stand-in for etcd.
+//!
+//! Objects are either declared up front (`--objects FILE`, ordinary manifests) or created on
+//! first use (the default, convenient for tests; `--no-auto-create` turns it off). Pure data: no
+//! I/O, no clock; the caller parses files and supplies random uids.
+
+use std::collections::{HashMap, HashSet};
+
+use k8s_openapi::api::core::v1::{Node, Pod, Secret, ServiceAccount};
+use serde::Deserialize;
+
+/// A namespaced object's identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    pub uid: String,
+}
+
+/// What tokens need to know of a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredPod {
+    pub uid: String,
+    pub service_account: String,
+    pub node_name: Option<String>,
+}
+
+/// A manifest that could not be used, naming the document and the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("document {document}: {message}")]
+pub struct ManifestError {
+    /// 1-based position in the multi-document file.
+    pub document: usize,
+    pub message: String,
+}
+
+type Key = (String, String);
+
+fn key(namespace: &str, name: &str) -> Key {
+    (namespace.to_owned(), name.to_owned())
+}
+
+/// The entry for `key`, created by `make` when missing and `auto_create` is on.
+fn ensure<K: std::hash::Hash + Eq, V>(
+    map: &mut HashMap<K, V>,
+    key: K,
+    auto_create: bool,
+    make: impl FnOnce() -> V,
+) -> Option<&V> {
+    use std::collections::hash_map::Entry;
+    match map.entry(key) {
+        Entry::Occupied(entry) => Some(entry.into_mut()),
+        Entry::Vacant(entry) if auto_create => Some(entry.insert(make())),
+        Entry::Vacant(_) => None,
+    }
+}
+
+/// The in-memory object store.
+#[derive(Debug, Default)]
+pub struct ObjectStore {
+    auto_create: bool,
+    service_accounts: HashMap<Key, StoredObject>,
+    pods: HashMap<Key, StoredPod>,
+    secrets: HashMap<Key, StoredObject>,
+    nodes: HashMap<String, StoredObject>,
+    /// Uids of deleted pods, so that auto-creation never brings one back for an old token.
+    deleted_pod_uids: HashSet<String>,
+}
+
+impl ObjectStore {
+    /// An empty store; with `auto_create`, lookups through the `ensure_*` methods create what is
+    /// missing.
+    pub fn new(auto_create: bool) -> Self {
+        Self {
+            auto_create,
+            ..Self::default()
+        }
+    }
+
+    pub fn auto_create(&self) -> bool {
+        self.auto_create
+    }
+
+    pub fn service_account(&self, namespace: &str, name: &str) -> Option<&StoredObject> {
+        self.service_accounts.get(&key(namespace, name))
+    }
+
+    pub fn pod(&self, namespace: &str, name: &str) -> Option<&StoredPod> {
+        self.pods.get(&key(namespace, name))
+    }
+
+    pub fn secret(&self, namespace: &str, name: &str) -> Option<&StoredObject> {
+        self.secrets.get(&key(namespace, name))
+    }
+
+    pub fn node(&self, name: &str) -> Option<&StoredObject> {
+        self.nodes.get(name)
+    }
+
+    /// The service account, created with `new_uid` when missing and auto-creation is on.
+    pub fn ensure_service_account(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        new_uid: impl FnOnce() -> String,
+    ) -> Option<&StoredObject> {
+        ensure(
+            &mut self.service_accounts,
+            key(namespace, name),
+            self.auto_create,
+            || StoredObject { uid: new_uid() },
+        )
+    }
+
+    /// The pod, created when missing and auto-creation is on: it runs as `service_account` and
+    /// takes `uid` when the caller named one (so a bound reference with a uid matches).
+    pub fn ensure_pod(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        service_account: &str,
+        uid: impl FnOnce() -> String,
+    ) -> Option<&StoredPod> {
+        ensure(
+            &mut self.pods,
+            key(namespace, name),
+            self.auto_create,
+            || StoredPod {
+                uid: uid(),
+                service_account: service_account.to_owned(),
+                node_name: None,
+            },
+        )
+    }
+
+    /// The secret, created when missing and auto-creation is on.
+    pub fn ensure_secret(
+        &mut self,
+        namespace: &str,
+        name: &str,
+        uid: impl FnOnce() -> String,
+    ) -> Option<&StoredObject> {
+        ensure(
+            &mut self.secrets,
+            key(namespace, name),
+            self.auto_create,
+            || StoredObject { uid: uid() },
+        )
+    }
+
+    /// The node, created when missing and auto-creation is on.
+    pub fn ensure_node(
+        &mut self,
+        name: &str,
+        uid: impl FnOnce() -> String,
+    ) -> Option<&StoredObject> {
+        ensure(&mut self.nodes, name.to_owned(), self.auto_create, || {
+            StoredObject { uid: uid() }
+        })
+    }
+
+    /// Declares (or replaces) a service account.
+    pub fn put_service_account(&mut self, namespace: &str, name: &str, uid: String) {
+        self.service_accounts
+            .insert(key(namespace, name), StoredObject { uid });
+    }
+
+    /// Declares (or replaces) a pod.
+    pub fn put_pod(&mut self, namespace: &str, name: &str, pod: StoredPod) {
+        self.pods.insert(key(namespace, name), pod);
+    }
+
+    pub fn put_secret(&mut self, namespace: &str, name: &str, uid: String) {
+        self.secrets
+            .insert(key(namespace, name), StoredObject { uid });
+    }
+
+    pub fn put_node(&mut self, name: &str, uid: String) {
+        self.nodes.insert(name.to_owned(), StoredObject { uid });
+    }
+
+    /// Deletes a pod: tokens bound to it stop authenticating, as upstream once the object is gone.
+    pub fn delete_pod(&mut self, namespace: &str, name: &str) -> Option<StoredPod> {
+        let removed = self.pods.remove(&key(namespace, name))?;
+        self.deleted_pod_uids.insert(removed.uid.clone());
+        Some(removed)
+    }
+
+    /// Whether a pod with this uid was deleted (a new pod of the same name has another uid).
+    pub fn pod_was_deleted(&self, uid: &str) -> bool {
+        self.deleted_pod_uids.contains(uid)
+    }
+
+    /// Loads a multi-document YAML (or JSON) file of ServiceAccount, Pod, Secret and Node
+    /// manifests, as `kubectl get -o yaml` prints them, or a `List` of them. Objects without a
+    /// `metadata.uid` get one from `new_uid`; a missing namespace is `default`.
+    pub fn load_manifests(
+        &mut self,
+        text: &str,
+        mut new_uid: impl FnMut() -> String,
+    ) -> Result<usize, ManifestError> {
+        let documents: Vec<serde_json::Value> =
+            serde_saphyr::from_multiple(text).map_err(|e| ManifestError {
+                document: 1,
+                message: format!("not YAML: {e}"),
+            })?;
+        let mut loaded = 0;
+        for (index, document) in documents.into_iter().enumerate() {
+            let at = |message: String| ManifestError {
+                document: index + 1,
+                message,
+            };
+            if document.is_null() {
+                continue;
+            }
+            let items = if document.get("kind").and_then(|k| k.as_str()) == Some("List") {
+                document
+                    .get("items")
+                    .and_then(|i| i.as_array())
+                    .cloned()
+                    .ok_or_else(|| at("a List needs an `items` array".into()))?
+            } else {
+                vec![document]
+            };
+            for item in items {
+                self.load_object(item, &mut new_uid).map_err(at)?;
+                loaded += 1;
+            }
+        }
+        Ok(loaded)
+    }
+
+    fn load_object(
+        &mut self,
+        object: serde_json::Value,
+        new_uid: &mut impl FnMut() -> String,
+    ) -> Result<(), String> {
+        let kind = object
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default()
+            .to_owned();
+        fn parse<T: for<'de> Deserialize<'de>>(
+            kind: &str,
+            object: serde_json::Value,
+        ) -> Result<T, String> {
+            serde_json::from_value(object).map_err(|e| format!("{kind}: {e}"))
+        }
+        fn identity(
+            kind: &str,
+            meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+            new_uid: &mut impl FnMut() -> String,
+        ) -> Result<(String, String, String), String> {
+            let name = meta
+                .name
+                .clone()
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| format!("{kind}: metadata.name is required"))?;
+            let namespace = meta
+                .namespace
+                .clone()
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "default".to_owned());
+            let uid = meta
+                .uid
+                .clone()
+                .filter(|u| !u.is_empty())
+                .unwrap_or_else(new_uid);
+            Ok((namespace, name, uid))
+        }
+        match kind.as_str() {
+            "ServiceAccount" => {
+                let sa: ServiceAccount = parse(&kind, object)?;
+                let (namespace, name, uid) = identity(&kind, &sa.metadata, new_uid)?;
+                self.put_service_account(&namespace, &name, uid);
+            }
+            "Pod" => {
+                let pod: Pod = parse(&kind, object)?;
+                let (namespace, name, uid) = identity(&kind, &pod.metadata, new_uid)?;
+                let spec = pod.spec.as_ref();
+                let service_account = spec
+                    .and_then(|s| s.service_account_name.clone().or(s.service_account.clone()))
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or_else(|| "default".to_owned());
+                let node_name = spec.and_then(|s| s.node_name.clone());
+                self.put_pod(
+                    &namespace,
+                    &name,
+                    StoredPod {
+                        uid,
+                        service_account,
+                        node_name,
+                    },
+                );
+            }
+            "Secret" => {
+                let secret: Secret = parse(&kind, object)?;
+                let (namespace, name, uid) = identity(&kind, &secret.metadata, new_uid)?;
+                self.put_secret(&namespace, &name, uid);
+            }
+            "Node" => {
+                let node: Node = parse(&kind, object)?;
+                let (_, name, uid) = identity(&kind, &node.metadata, new_uid)?;
+                self.put_node(&name, uid);
+            }
+            "" => return Err("`kind` is missing".into()),
+            other => {
+                return Err(format!(
+                    "kind {other:?} is not kept by the emulator; give ServiceAccount, Pod, Secret or Node manifests"
+                ))
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counter() -> impl FnMut() -> String {
+        let mut n = 0;
+        move || {
+            n += 1;
+            format!("uid-{n}")
+        }
+    }
+
+    #[test]
+    fn auto_create_makes_missing_objects_once() {
+        let mut store = ObjectStore::new(true);
+        let mut uid = counter();
+        let first = store.ensure_service_account("ns", "sa", &mut uid).cloned();
+        let again = store.ensure_service_account("ns", "sa", &mut uid).cloned();
+        assert_eq!(
+            first,
+            Some(StoredObject {
+                uid: "uid-1".into()
+            })
+        );
+        assert_eq!(again, first);
+        let pod = store
+            .ensure_pod("ns", "p", "sa", || "given".into())
+            .cloned();
+        assert_eq!(
+            pod.map(|p| (p.uid, p.service_account)),
+            Some(("given".into(), "sa".into()))
+        );
+    }
+
+    #[test]
+    fn without_auto_create_missing_objects_stay_missing() {
+        let mut store = ObjectStore::new(false);
+        assert!(store
+            .ensure_service_account("ns", "sa", || "x".into())
+            .is_none());
+        assert!(store.ensure_pod("ns", "p", "sa", || "x".into()).is_none());
+        assert!(store.ensure_secret("ns", "s", || "x".into()).is_none());
+        assert!(store.ensure_node("n", || "x".into()).is_none());
+        assert!(store.service_account("ns", "sa").is_none());
+    }
+
+    #[test]
+    fn manifests_load_every_kind_and_lists() {
+        let text = r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: builder, namespace: ci, uid: sa-uid}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: ci}
+spec:
+  serviceAccountName: builder
+  nodeName: worker-1
+  containers: [{name: app, image: app}]
+---
+apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: Secret, metadata: {name: s1, uid: secret-uid}}
+- {apiVersion: v1, kind: Node, metadata: {name: worker-1}}
+"#;
+        let mut store = ObjectStore::new(false);
+        assert_eq!(store.load_manifests(text, counter()), Ok(4));
+        assert_eq!(
+            store
+                .service_account("ci", "builder")
+                .map(|s| s.uid.as_str()),
+            Some("sa-uid")
+        );
+        let pod = store.pod("ci", "web").cloned();
+        assert_eq!(
+            pod,
+            Some(StoredPod {
+                uid: "uid-1".into(),
+                service_account: "builder".into(),
+                node_name: Some("worker-1".into()),
+            })
+        );
+        assert_eq!(
+            store.secret("default", "s1").map(|s| s.uid.as_str()),
+            Some("secret-uid")
+        );
+        assert_eq!(
+            store.node("worker-1").map(|n| n.uid.as_str()),
+            Some("uid-2")
+        );
+        assert!(store.delete_pod("ci", "web").is_some());
+        assert!(store.pod("ci", "web").is_none());
+    }
+
+    #[test]
+    fn bad_manifests_name_the_document_and_the_problem() {
+        let mut store = ObjectStore::new(false);
+        let err = store
+            .load_manifests("kind: ServiceAccount\nmetadata: {name: a}\n---\nkind: Deployment\nmetadata: {name: d}\n", counter())
+            .unwrap_err();
+        assert_eq!(err.document, 2);
+        assert!(err.message.contains("Deployment"), "{err}");
+        let err = store
+            .load_manifests("kind: Pod\nmetadata: {namespace: x}\n", counter())
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("metadata.name is required"),
+            "{err}"
+        );
+        let err = store
+            .load_manifests("apiVersion: v1\n", counter())
+            .unwrap_err();
+        assert!(err.message.contains("`kind` is missing"), "{err}");
+    }
+}
