@@ -2,5 +2,6 @@
 //! over HTTPS, with stale-token accounting.
 
 pub mod authn;
+pub mod protobuf;
 pub mod status;
 pub mod token_request;
