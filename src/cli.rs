@@ -1,5 +1,6 @@
 //! Command-line interface: every flag also reads a `PROJECTED_TOKEN_*` environment variable.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -31,6 +32,9 @@ pub enum Command {
     Emulate(Box<EmulateArgs>),
     /// Explain a service account token (no key needed; `--jwks` also verifies its signature).
     Inspect(InspectArgs),
+    /// Serve the emulated kube-apiserver token API (TokenRequest, TokenReview, discovery, JWKS)
+    /// over HTTPS, without projecting any volume.
+    Serve(Box<ServeArgs>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -67,6 +71,45 @@ pub struct EmulateArgs {
     )]
     pub service_account: String,
 
+    #[command(flatten)]
+    pub issuer: IssuerArgs,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
+
+    /// Project only; do not serve the API.
+    #[arg(long, env = "PROJECTED_TOKEN_NO_SERVE")]
+    pub no_serve: bool,
+
+    /// Emulator only: replace every token's lifetime with this many seconds (may go below 600,
+    /// e.g. 2, so client tests see many rotations).
+    #[arg(long, env = "PROJECTED_TOKEN_EXPIRATION_SECONDS", value_parser = clap::value_parser!(i64).range(1..))]
+    pub expiration_seconds: Option<i64>,
+
+    /// A config map's data as a directory of files: NAME=DIR (repeatable).
+    #[arg(
+        long = "configmap",
+        env = "PROJECTED_TOKEN_CONFIGMAPS",
+        value_delimiter = ','
+    )]
+    pub configmaps: Vec<String>,
+
+    /// A secret's data as a directory of files: NAME=DIR (repeatable).
+    #[arg(
+        long = "secret",
+        env = "PROJECTED_TOKEN_SECRETS",
+        value_delimiter = ','
+    )]
+    pub secrets: Vec<String>,
+
+    /// Skip fsync of files and directories (faster, not crash-durable; upstream never fsyncs).
+    #[arg(long, env = "PROJECTED_TOKEN_NO_FSYNC")]
+    pub no_fsync: bool,
+}
+
+/// The token issuer's keys and rules, as kube-apiserver's `--service-account-*` flags.
+#[derive(Debug, Args)]
+pub struct IssuerArgs {
     /// PEM private key (RSA or EC P-256) to sign tokens with; generated in memory when absent.
     #[arg(long, env = "PROJECTED_TOKEN_SIGNING_KEY")]
     pub signing_key: Option<PathBuf>,
@@ -99,30 +142,67 @@ pub struct EmulateArgs {
     #[arg(long, env = "PROJECTED_TOKEN_EXTEND_TOKEN_EXPIRATION", default_value_t = true, action = clap::ArgAction::Set)]
     pub extend_token_expiration: bool,
 
-    /// Emulator only: replace every token's lifetime with this many seconds (may go below 600,
-    /// e.g. 2, so client tests see many rotations).
-    #[arg(long, env = "PROJECTED_TOKEN_EXPIRATION_SECONDS", value_parser = clap::value_parser!(i64).range(1..))]
-    pub expiration_seconds: Option<i64>,
-
-    /// A config map's data as a directory of files: NAME=DIR (repeatable).
+    /// More keys whose tokens are accepted and listed in the JWKS (PEM files, public or private;
+    /// repeatable or comma-separated), e.g. the previous signing key after a key rotation.
     #[arg(
-        long = "configmap",
-        env = "PROJECTED_TOKEN_CONFIGMAPS",
+        long,
+        env = "PROJECTED_TOKEN_EXTRA_VERIFICATION_KEYS",
         value_delimiter = ','
     )]
-    pub configmaps: Vec<String>,
+    pub extra_verification_keys: Vec<PathBuf>,
+}
 
-    /// A secret's data as a directory of files: NAME=DIR (repeatable).
+/// The HTTPS API server.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// Address to serve HTTPS on (repeatable or comma-separated; port 0 picks a free port).
     #[arg(
-        long = "secret",
-        env = "PROJECTED_TOKEN_SECRETS",
-        value_delimiter = ','
+        long,
+        env = "PROJECTED_TOKEN_LISTEN",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:6443"
     )]
-    pub secrets: Vec<String>,
+    pub listen: Vec<SocketAddr>,
 
-    /// Skip fsync of files and directories (faster, not crash-durable; upstream never fsyncs).
-    #[arg(long, env = "PROJECTED_TOKEN_NO_FSYNC")]
-    pub no_fsync: bool,
+    /// Extra subject alternative names for the serving certificate (DNS names or IPs).
+    #[arg(long = "san", env = "PROJECTED_TOKEN_SANS", value_delimiter = ',')]
+    pub sans: Vec<String>,
+
+    /// File holding the admin bearer token: read if it exists and is not empty, otherwise a
+    /// random token is generated and written there (mode 0600). Default: a file in the
+    /// temporary directory, removed at exit.
+    #[arg(long, env = "PROJECTED_TOKEN_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Write the CA certificate (PEM) that signs the serving certificate to this file.
+    #[arg(long, env = "PROJECTED_TOKEN_CA_OUT")]
+    pub ca_out: Option<PathBuf>,
+
+    /// ServiceAccount, Pod, Secret and Node manifests (multi-document YAML) to start with.
+    #[arg(long, env = "PROJECTED_TOKEN_OBJECTS")]
+    pub objects: Option<PathBuf>,
+
+    /// Do not create service accounts, pods, secrets and nodes on first use.
+    #[arg(long, env = "PROJECTED_TOKEN_NO_AUTO_CREATE")]
+    pub no_auto_create: bool,
+
+    /// Let any authenticated caller (not only the admin token) create tokens. INSECURE: meant
+    /// for docker-compose setups where every container is trusted.
+    #[arg(long, env = "PROJECTED_TOKEN_ALLOW_ANY_TOKEN_REQUEST")]
+    pub allow_any_token_request: bool,
+
+    /// Append an audit log (JSON lines, audit.k8s.io/v1 Event) to this file.
+    #[arg(long, env = "PROJECTED_TOKEN_AUDIT_LOG")]
+    pub audit_log: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub issuer: IssuerArgs,
+
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

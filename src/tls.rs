@@ -2,8 +2,8 @@
 //! a client configured "in-cluster" from a projected directory trusts the emulator as in a pod.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +77,27 @@ impl CertificateAuthority {
     /// The CA certificate, PEM: the content of `ca.crt`.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
+    }
+
+    /// A serving certificate signed by this CA for `sans` (DNS names and IP addresses), with a
+    /// fresh P-256 key: `(certificate PEM, private key PEM)`.
+    pub fn serving_certificate(&self, sans: &[String]) -> Result<(String, String), TlsError> {
+        let generate = |e: rcgen::Error| TlsError::Generate(e.to_string());
+        let key = KeyPair::generate().map_err(generate)?;
+        let mut params = CertificateParams::new(sans.to_vec()).map_err(generate)?;
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, "kube-apiserver");
+        params.distinguished_name = name;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let now = jiff::Timestamp::now().as_second();
+        params.not_before = unix_to_offset(now - 3600);
+        params.not_after = unix_to_offset(now + 365 * 24 * 3600);
+        let cert = params.signed_by(&key, &self.issuer).map_err(generate)?;
+        Ok((cert.pem(), key.serialize_pem()))
     }
 
     /// The issuer used to sign serving certificates.

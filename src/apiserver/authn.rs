@@ -6,6 +6,7 @@
 //! other's tokens; a deleted pod is remembered and never adopted again.
 
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use jiff::Timestamp;
 use k8s_openapi::api::authentication::v1::UserInfo;
@@ -52,7 +53,7 @@ pub struct TokenFacts {
 #[derive(Debug, Clone)]
 pub struct AuthnFailure {
     pub reason: String,
-    pub facts: Option<TokenFacts>,
+    pub facts: Option<Box<TokenFacts>>,
     pub expired: bool,
 }
 
@@ -109,7 +110,7 @@ impl Authenticator {
         &self,
         token: &str,
         audiences: &[String],
-        objects: &mut ObjectStore,
+        objects: &Mutex<ObjectStore>,
         now: Timestamp,
     ) -> Result<Caller, AuthnFailure> {
         if !self.admin_token.is_empty() && same_secret(token, &self.admin_token) {
@@ -127,7 +128,8 @@ impl Authenticator {
             return self.authenticate_legacy(token, objects);
         }
         match self.keys.verify_bound(token, &self.issuers, targets, now) {
-            Ok(claims) => self.check_bound_objects(claims, targets, objects),
+            // The signature is checked above without the lock; only the lookups hold it.
+            Ok(claims) => self.check_bound_objects(claims, targets, &mut lock(objects)),
             Err(err) => {
                 let expired = matches!(err, VerifyError::Expired);
                 // A token that is ours (signature verifies) is still worth accounting for.
@@ -139,7 +141,7 @@ impl Authenticator {
                         serde_json::Value::Object(decoded.claims.clone()),
                     )
                     .ok()
-                    .map(|claims| bound_facts(&claims)),
+                    .map(|claims| Box::new(bound_facts(&claims))),
                     _ => None,
                 };
                 Err(AuthnFailure {
@@ -160,7 +162,7 @@ impl Authenticator {
         let facts = bound_facts(&claims);
         let invalid = |reason: String| AuthnFailure {
             reason,
-            facts: Some(facts.clone()),
+            facts: Some(Box::new(facts.clone())),
             expired: false,
         };
         let k8s = &claims.kubernetes;
@@ -228,7 +230,7 @@ impl Authenticator {
     fn authenticate_legacy(
         &self,
         token: &str,
-        objects: &mut ObjectStore,
+        objects: &Mutex<ObjectStore>,
     ) -> Result<Caller, AuthnFailure> {
         self.keys
             .verify_signature(token)
@@ -249,9 +251,10 @@ impl Authenticator {
         };
         let invalid = |reason: &str| AuthnFailure {
             reason: reason.to_owned(),
-            facts: Some(facts.clone()),
+            facts: Some(Box::new(facts.clone())),
             expired: false,
         };
+        let mut objects = lock(objects);
         let live = objects
             .ensure_service_account(&claims.namespace, &claims.service_account_name, || {
                 claims.service_account_uid.clone()
@@ -278,6 +281,11 @@ impl Authenticator {
             audiences: self.api_audiences.clone(),
         })))
     }
+}
+
+/// The store's lock; a panic elsewhere while holding it leaves plain data, still usable.
+pub fn lock(objects: &Mutex<ObjectStore>) -> std::sync::MutexGuard<'_, ObjectStore> {
+    objects.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn uuid_v4() -> String {

@@ -11,16 +11,16 @@ pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
-    pub details: Option<StatusDetails>,
+    pub details: Option<Box<StatusDetails>>,
 }
 
-fn details(name: &str, group: Option<&str>, kind: &str) -> Option<StatusDetails> {
-    Some(StatusDetails {
+fn details(name: &str, group: Option<&str>, kind: &str) -> Option<Box<StatusDetails>> {
+    Some(Box::new(StatusDetails {
         name: Some(name.to_owned()).filter(|n| !n.is_empty()),
         group: group.map(str::to_owned),
         kind: Some(kind.to_owned()),
         ..StatusDetails::default()
-    })
+    }))
 }
 
 impl ApiError {
@@ -165,7 +165,7 @@ impl ApiError {
             code: 422,
             reason: "Invalid",
             message: format!("{qualified} \"{name}\" is invalid: {field}: {cause}"),
-            details: Some(StatusDetails {
+            details: Some(Box::new(StatusDetails {
                 name: Some(name.to_owned()).filter(|n| !n.is_empty()),
                 group: Some(group.to_owned()).filter(|g| !g.is_empty()),
                 kind: Some(kind.to_owned()),
@@ -175,7 +175,7 @@ impl ApiError {
                     field: Some(field.to_owned()),
                 }]),
                 ..StatusDetails::default()
-            }),
+            })),
         }
     }
 
@@ -203,7 +203,7 @@ impl ApiError {
     pub fn to_status(&self) -> Status {
         Status {
             code: Some(i32::from(self.code)),
-            details: self.details.clone(),
+            details: self.details.as_deref().cloned(),
             message: Some(self.message.clone()),
             metadata: ListMeta::default(),
             reason: Some(self.reason.to_owned()),

@@ -4,11 +4,6 @@ use serde::Serialize;
 
 use super::keys::{Jwk, SigningKey};
 
-#[derive(Serialize)]
-struct JwkSet {
-    keys: Vec<Jwk>,
-}
-
 /// `{"keys":[...]}` for the given keys as a JSON value, e.g. for [`super::verify`].
 ///
 /// A `serde_json::Value` sorts object keys (no `preserve_order`), so serve [`jwks_json`] instead
@@ -20,11 +15,19 @@ pub fn jwks_document(keys: &[&SigningKey]) -> serde_json::Value {
 /// The JWKS bytes kube-apiserver serves: compact, each key in upstream's field order
 /// (`use, kty, kid, crv, alg, x, y, n, e`), one entry per key, no de-duplication.
 pub fn jwks_json(keys: &[&SigningKey]) -> String {
-    let set = JwkSet {
-        keys: keys.iter().map(|k| k.public_jwk()).collect(),
-    };
+    let jwks: Vec<Jwk> = keys.iter().map(|k| k.public_jwk()).collect();
+    jwk_set_json(&jwks)
+}
+
+/// [`jwks_json`] for keys already in JWK form (e.g. verification-only keys).
+pub fn jwk_set_json(keys: &[Jwk]) -> String {
+    #[derive(Serialize)]
+    struct JwkSetRef<'a> {
+        keys: &'a [Jwk],
+    }
     // A struct of strings has no map keys or floats that could make serialisation fail.
-    serde_json::to_string(&set).unwrap_or_else(|_| String::from(r#"{"keys":[]}"#))
+    serde_json::to_string(&JwkSetRef { keys })
+        .unwrap_or_else(|_| String::from(r#"{"keys":[]}"#))
 }
 
 #[cfg(test)]

@@ -142,6 +142,66 @@ pub fn kid_from_spki_der(spki_der: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(digest.as_ref())
 }
 
+/// The JWK of a key given only to verify tokens (`--extra-verification-keys`, as upstream's
+/// `--service-account-key-file`): a PEM `PUBLIC KEY` (SubjectPublicKeyInfo) of an RSA or P-256
+/// key, or any private key [`SigningKey::from_pem`] accepts.
+pub fn verification_jwk_from_pem(pem_text: &str) -> Result<Jwk, KeyError> {
+    let blocks = pem::parse_many(pem_text).map_err(|e| invalid(pem_error(&e)))?;
+    let Some(public) = blocks.iter().find(|b| b.tag() == "PUBLIC KEY") else {
+        return SigningKey::from_pem(pem_text).map(|key| key.public_jwk());
+    };
+    use x509_parser::prelude::FromDer as _;
+    let spki_der = public.contents();
+    let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der)
+        .map_err(|e| invalid(format!("PEM block `PUBLIC KEY` is not a SubjectPublicKeyInfo ({e})")))?;
+    let kid = kid_from_spki_der(spki_der);
+    let parsed = spki
+        .parsed()
+        .map_err(|e| invalid(format!("PEM block `PUBLIC KEY`: {e}")))?;
+    match parsed {
+        x509_parser::public_key::PublicKey::RSA(rsa) => {
+            // DER integers carry a leading zero when the top bit is set; JWK values do not.
+            let trim = |bytes: &[u8]| {
+                let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+                URL_SAFE_NO_PAD.encode(&bytes[start..])
+            };
+            Ok(Jwk {
+                key_use: "sig".into(),
+                kty: "RSA".into(),
+                kid,
+                crv: None,
+                alg: KeyAlgorithm::Rs256.jose_name().into(),
+                x: None,
+                y: None,
+                n: Some(trim(rsa.modulus)),
+                e: Some(trim(rsa.exponent)),
+            })
+        }
+        x509_parser::public_key::PublicKey::EC(point) => {
+            let point = point.data();
+            if point.len() != 65 || point[0] != 0x04 {
+                return Err(invalid(
+                    "PEM block `PUBLIC KEY` is an EC key but not an uncompressed P-256 point; only P-256 (ES256) keys are supported",
+                ));
+            }
+            Ok(Jwk {
+                key_use: "sig".into(),
+                kty: "EC".into(),
+                kid,
+                crv: Some("P-256".into()),
+                alg: KeyAlgorithm::Es256.jose_name().into(),
+                x: Some(URL_SAFE_NO_PAD.encode(&point[1..33])),
+                y: Some(URL_SAFE_NO_PAD.encode(&point[33..65])),
+                n: None,
+                e: None,
+            })
+        }
+        _ => Err(invalid(format!(
+            "PEM block `PUBLIC KEY` is neither RSA nor EC P-256; {ACCEPTED}"
+        ))),
+    }
+}
+
 impl SigningKey {
     /// A fresh key: RSA-2048 for RS256, P-256 for ES256.
     pub fn generate(algorithm: KeyAlgorithm) -> Result<Self, KeyError> {
@@ -443,6 +503,19 @@ fn is_rsa_pkcs8(der: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verification_jwk_from_public_or_private_pem_matches_the_signing_key() {
+        for algorithm in [KeyAlgorithm::Rs256, KeyAlgorithm::Es256] {
+            let key = SigningKey::generate(algorithm).unwrap();
+            let from_public = verification_jwk_from_pem(&key.public_key_pem()).unwrap();
+            let from_private = verification_jwk_from_pem(&key.private_key_pem()).unwrap();
+            assert_eq!(from_public, key.public_jwk());
+            assert_eq!(from_private, key.public_jwk());
+        }
+        let err = verification_jwk_from_pem("not pem").unwrap_err();
+        assert!(err.to_string().contains("PEM"), "{err}");
+    }
     use std::sync::OnceLock;
 
     fn rsa() -> &'static SigningKey {
