@@ -4,6 +4,7 @@
 //! grants, the payload builder turns grants into bytes, the atomic writer puts the bytes on disk,
 //! and the refresher emits a [`refresher::RotationEvent`] for each write. See `ARCHITECTURE.md`.
 
+pub mod apiserver;
 pub mod cli;
 pub mod clock;
 pub mod commands;

@@ -1,5 +1,6 @@
 //! One file per subcommand, wiring the library's parts together from parsed arguments.
 
+pub mod check;
 pub mod emulate;
 pub mod inspect;
 
@@ -53,6 +54,7 @@ pub fn run(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Emulate(args) => emulate::run(*args).await,
             Command::Inspect(args) => inspect::run(&args).await,
+            Command::Check(args) => check::run(&args).await,
         }
     });
     match result {

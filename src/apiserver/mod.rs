@@ -1,0 +1,3 @@
+pub mod audit;
+pub mod ledger;
+pub mod metrics;
