@@ -26,6 +26,7 @@ fn time_to_first_token(extra: &[&str]) -> Duration {
         .arg(&target)
         .args(extra)
         .env("PROJECTED_TOKEN_LOG", "warn")
+        .env("PROJECTED_TOKEN_LISTEN", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -35,6 +35,9 @@ pub enum Command {
     /// Serve the emulated kube-apiserver token API (TokenRequest, TokenReview, discovery, JWKS)
     /// over HTTPS, without projecting any volume.
     Serve(Box<ServeArgs>),
+    /// Fetch the emulator's token usage and fail (exit 1) when a client used stale or replaced
+    /// tokens beyond the bounds.
+    Check(CheckArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -228,4 +231,87 @@ pub struct InspectArgs {
     /// CA certificate (PEM) to trust when --jwks is an https URL.
     #[arg(long, env = "PROJECTED_TOKEN_JWKS_CA")]
     pub jwks_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Base URL of the emulated API server, e.g. https://127.0.0.1:6443.
+    #[arg(long, env = "PROJECTED_TOKEN_SERVER", value_parser = parse_server_url)]
+    pub server: reqwest::Url,
+
+    /// CA certificate (PEM) that signed the server's certificate; the only one trusted.
+    #[arg(long, env = "PROJECTED_TOKEN_CA")]
+    pub ca: PathBuf,
+
+    /// File holding the bearer token to authenticate with (surrounding whitespace is ignored).
+    #[arg(long, env = "PROJECTED_TOKEN_TOKEN_FILE")]
+    pub token_file: PathBuf,
+
+    /// Stale uses (after the token's `warnafter`) allowed per client.
+    #[arg(long, env = "PROJECTED_TOKEN_MAX_STALE", default_value_t = 0)]
+    pub max_stale: u64,
+
+    /// Longest a client may keep using a token after its replacement was written (e.g. 5s, 90s,
+    /// 2m, 1m30s). client-go rereads its token file about every 50 s: allow 60s for it.
+    #[arg(long, env = "PROJECTED_TOKEN_MAX_RELOAD_DELAY", default_value = "5s", value_parser = parse_reload_delay)]
+    pub max_reload_delay: jiff::SignedDuration,
+
+    /// Output format.
+    #[arg(long, short, env = "PROJECTED_TOKEN_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// An https URL without query or fragment: the usage report's path is appended to it.
+fn parse_server_url(text: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(text)
+        .map_err(|e| format!("not a URL ({e}); e.g. https://127.0.0.1:6443"))?;
+    if url.scheme() != "https" {
+        return Err(format!("the scheme must be https, not {}", url.scheme()));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("give the server's base URL, without a query or fragment".to_owned());
+    }
+    Ok(url)
+}
+
+/// A non-negative duration in jiff's friendly format (`5s`, `1m30s`, `2 minutes`) or ISO 8601.
+fn parse_reload_delay(text: &str) -> Result<jiff::SignedDuration, String> {
+    let delay: jiff::SignedDuration = text
+        .parse()
+        .map_err(|e| format!("not a duration ({e}); e.g. 5s, 90s, 2m, 1m30s"))?;
+    if delay.is_negative() {
+        return Err("must not be negative".to_owned());
+    }
+    Ok(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reload_delays() {
+        let secs = jiff::SignedDuration::from_secs;
+        assert_eq!(parse_reload_delay("5s"), Ok(secs(5)));
+        assert_eq!(parse_reload_delay("90s"), Ok(secs(90)));
+        assert_eq!(parse_reload_delay("2m"), Ok(secs(120)));
+        assert_eq!(parse_reload_delay("1m30s"), Ok(secs(90)));
+        assert_eq!(
+            parse_reload_delay("1.5s"),
+            Ok(jiff::SignedDuration::from_millis(1500))
+        );
+        assert_eq!(parse_reload_delay("0s"), Ok(secs(0)));
+        assert!(parse_reload_delay("-5s").is_err());
+        assert!(parse_reload_delay("5").is_err());
+        assert!(parse_reload_delay("soon").is_err());
+    }
+
+    #[test]
+    fn server_urls() {
+        assert!(parse_server_url("https://127.0.0.1:6443").is_ok());
+        assert!(parse_server_url("https://emulator.local/prefix/").is_ok());
+        assert!(parse_server_url("http://127.0.0.1:6443").is_err());
+        assert!(parse_server_url("127.0.0.1:6443").is_err());
+        assert!(parse_server_url("https://127.0.0.1:6443/?x=1").is_err());
+    }
 }

@@ -6,6 +6,10 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose,
 };
 
+/// Lifetime of a serving certificate: long enough for any test run, short enough to be obviously
+/// not a real server's.
+const SERVING_CERTIFICATE_DAYS: i64 = 365;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("CA certificate: {0}; give a PEM `CERTIFICATE` block of a CA (--ca-cert)")]
@@ -14,6 +18,8 @@ pub enum TlsError {
     Key(String),
     #[error("cannot generate the CA: {0}")]
     Generate(String),
+    #[error("cannot issue a serving certificate: {0}")]
+    Serving(String),
 }
 
 /// A CA that can sign serving certificates. Its private key never leaves memory unless the user
@@ -79,24 +85,34 @@ impl CertificateAuthority {
         &self.cert_pem
     }
 
-    /// A serving certificate signed by this CA for `sans` (DNS names and IP addresses), with a
-    /// fresh P-256 key: `(certificate PEM, private key PEM)`.
+    /// A serving certificate signed by this CA for `sans` (DNS names, or IP addresses, which
+    /// become IP SANs), with a fresh EC P-256 key: `(certificate PEM, private key PEM)`.
     pub fn serving_certificate(&self, sans: &[String]) -> Result<(String, String), TlsError> {
-        let generate = |e: rcgen::Error| TlsError::Generate(e.to_string());
-        let key = KeyPair::generate().map_err(generate)?;
-        let mut params = CertificateParams::new(sans.to_vec()).map_err(generate)?;
+        let Some(first) = sans.first() else {
+            return Err(TlsError::Serving(
+                "no subject alternative names given; name at least one host or IP".to_owned(),
+            ));
+        };
+        let mut params = CertificateParams::new(sans.to_vec())
+            .map_err(|e| TlsError::Serving(format!("subject alternative names {sans:?}: {e}")))?;
         let mut name = DistinguishedName::new();
-        name.push(DnType::CommonName, "kube-apiserver");
+        name.push(DnType::CommonName, first.as_str());
         params.distinguished_name = name;
+        params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
         let now = jiff::Timestamp::now().as_second();
+        // An hour of slack for clocks slightly behind ours.
         params.not_before = unix_to_offset(now - 3600);
-        params.not_after = unix_to_offset(now + 365 * 24 * 3600);
-        let cert = params.signed_by(&key, &self.issuer).map_err(generate)?;
+        params.not_after = unix_to_offset(now + SERVING_CERTIFICATE_DAYS * 24 * 3600);
+        let key = KeyPair::generate().map_err(|e| TlsError::Serving(e.to_string()))?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| TlsError::Serving(e.to_string()))?;
         Ok((cert.pem(), key.serialize_pem()))
     }
 
@@ -121,6 +137,43 @@ mod tests {
         let key_pem = ca.issuer().key().serialize_pem();
         let loaded = CertificateAuthority::from_pem(ca.cert_pem(), &key_pem).unwrap();
         assert_eq!(loaded.cert_pem(), ca.cert_pem());
+    }
+
+    #[test]
+    fn serving_certificate_verifies_against_the_ca_for_its_names_only() {
+        use std::sync::Arc;
+
+        use rustls::client::danger::ServerCertVerifier as _;
+        use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+        let der =
+            |pem_text: &str| CertificateDer::from(pem::parse(pem_text).unwrap().into_contents());
+        let ca = CertificateAuthority::generate("test CA").unwrap();
+        let sans = ["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let (cert_pem, key_pem) = ca.serving_certificate(&sans).unwrap();
+        assert!(key_pem.contains("PRIVATE KEY"));
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der(ca.cert_pem())).unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        )
+        .build()
+        .unwrap();
+        let verify = |name: &'static str| {
+            verifier.verify_server_cert(
+                &der(&cert_pem),
+                &[],
+                &ServerName::try_from(name).unwrap(),
+                &[],
+                UnixTime::now(),
+            )
+        };
+        verify("localhost").unwrap();
+        verify("127.0.0.1").unwrap();
+        assert!(verify("example.com").is_err());
+        assert!(ca.serving_certificate(&[]).is_err());
     }
 
     #[test]

@@ -285,7 +285,9 @@ impl Authenticator {
 
 /// The store's lock; a panic elsewhere while holding it leaves plain data, still usable.
 pub fn lock(objects: &Mutex<ObjectStore>) -> std::sync::MutexGuard<'_, ObjectStore> {
-    objects.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    objects
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn uuid_v4() -> String {

@@ -1,7 +1,12 @@
 //! The emulated kube-apiserver: TokenRequest, TokenReview, SelfSubjectReview, discovery and JWKS
 //! over HTTPS, with stale-token accounting.
 
+pub mod audit;
 pub mod authn;
+pub mod discovery;
+pub mod ledger;
+pub mod metrics;
 pub mod protobuf;
+pub mod server;
 pub mod status;
 pub mod token_request;

@@ -1,13 +1,18 @@
-//! `emulate`: the embedded issuer plus the kubelet's projector, no cluster needed.
+//! `emulate`: the embedded issuer plus the kubelet's projector, no cluster needed; by default it
+//! also serves the emulated API (as `serve`), whose usage ledger learns of every rotation.
 
-use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
-use super::CommandError;
-use crate::cli::{EmulateArgs, KeyAlgorithmArg};
+use super::serve::print_api_summary;
+use super::setup::{load_issuer, load_objects, read_text, start_api, LoadedIssuer};
+use super::{shutdown_signal, CommandError};
+use crate::apiserver::authn::lock;
+use crate::apiserver::ledger::Rotation;
+use crate::cli::EmulateArgs;
 use crate::clock::{Clock, SystemClock};
-use crate::issuer::{Issuer, IssuerConfig, KeyAlgorithm, SigningKey};
+use crate::issuer::objects::{ObjectStore, StoredPod};
+use crate::issuer::Issuer;
 use crate::projection::spec::{
     default_volume_name, default_volume_source, parse_pod_manifest, plan_pod_volumes, plan_volume,
     DataSources, PlannedFile, PodInfo,
@@ -15,23 +20,12 @@ use crate::projection::spec::{
 use crate::projection::{AtomicWriter, WriterOptions};
 use crate::refresher::{ProjectedVolume, Refresher, RotationEvent};
 use crate::source::LocalIssuerSource;
-use crate::tls::CertificateAuthority;
 
 pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
     let shutdown = shutdown_signal()?;
-    // RSA key generation takes 60-200 ms: do it on a blocking thread while the rest loads.
-    let key_task = tokio::task::spawn_blocking({
-        let path = args.signing_key.clone();
-        let algorithm = match args.key_algorithm {
-            KeyAlgorithmArg::Rs256 => KeyAlgorithm::Rs256,
-            KeyAlgorithmArg::Es256 => KeyAlgorithm::Es256,
-        };
-        move || load_signing_key(path.as_deref(), algorithm)
-    });
-    let ca = load_ca(args.ca_cert.as_deref(), args.ca_key.as_deref())?;
-    let config = issuer_config(&args)?;
+    let loaded = load_issuer(&args.issuer).await?;
     let data = DataSources {
-        root_ca: ca.cert_pem().as_bytes().to_vec(),
+        root_ca: loaded.ca.cert_pem().as_bytes().to_vec(),
         configmaps: load_named_dirs("--configmap", &args.configmaps)?,
         secrets: load_named_dirs("--secret", &args.secrets)?,
     };
@@ -40,20 +34,18 @@ pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
     for volume in &mut volumes {
         drop_ownership_unless_root(volume, is_root);
     }
+    let objects = Arc::new(Mutex::new(load_objects(&args.server)?));
+    register_pods(&mut lock(&objects), &volumes);
+    print_summary(&args, &loaded, &volumes, &lock(&objects));
 
-    let key = key_task
-        .await
-        .map_err(|e| CommandError::failure(format!("signing key task failed: {e}")))??;
-    let service_account_uids = service_account_uids(&volumes);
-    print_summary(&args, &key, &config, &volumes, &service_account_uids);
-
-    let issuer = Arc::new(Issuer::new(config, Arc::new(key)));
+    let issuer = Arc::new(Issuer::new(loaded.config.clone(), loaded.key.clone()));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let source = LocalIssuerSource::new(issuer, clock.clone(), args.expiration_seconds, {
+    let source = LocalIssuerSource::new(issuer.clone(), clock.clone(), args.expiration_seconds, {
+        let objects = objects.clone();
         move |namespace: &str, name: &str| {
-            service_account_uids
-                .get(&(namespace.to_owned(), name.to_owned()))
-                .cloned()
+            lock(&objects)
+                .service_account(namespace, name)
+                .map(|sa| sa.uid.clone())
                 .unwrap_or_default()
         }
     });
@@ -70,59 +62,108 @@ pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
         }
     }
 
-    let refresher = Refresher::new(Arc::new(source), clock, volumes).on_rotation(log_rotation);
-    refresher
-        .run(shutdown)
-        .await
-        .map_err(|e| CommandError::failure(e.to_string()))?;
+    let api = if args.no_serve {
+        None
+    } else {
+        let api = start_api(&loaded, issuer, objects, clock.clone(), &args.server).await?;
+        print_api_summary(&api);
+        Some(api)
+    };
+    let mut refresher =
+        Refresher::new(Arc::new(source), clock.clone(), volumes).on_rotation(log_rotation);
+    if let Some(api) = &api {
+        // Rotations reach the usage ledger, so later uses of a replaced token are "superseded".
+        let state = api.state.clone();
+        refresher = refresher
+            .on_rotation(move |event| state.record_rotation(rotation_of(event, clock.now())));
+    }
+    let result = refresher.run(shutdown).await;
+    if let Some(api) = api {
+        api.shutdown().await;
+    }
+    result.map_err(|e| CommandError::failure(e.to_string()))?;
     tracing::info!("stopped");
     Ok(())
 }
 
-fn load_signing_key(
-    path: Option<&Path>,
-    algorithm: KeyAlgorithm,
-) -> Result<SigningKey, CommandError> {
-    match path {
-        Some(path) => {
-            let pem = read_text("--signing-key", path)?;
-            SigningKey::from_pem(&pem)
-                .map_err(|e| CommandError::usage(format!("--signing-key {}: {e}", path.display())))
+/// The ledger's view of a rotation published at `at`.
+fn rotation_of(event: &RotationEvent, at: jiff::Timestamp) -> Rotation {
+    Rotation {
+        at,
+        namespace: event.namespace.clone(),
+        pod: event.pod.clone(),
+        service_account: event.service_account.clone(),
+        volume: event.volume.clone(),
+        path: event.path.clone(),
+        old_jti: event.old_jti.clone(),
+        new_jti: event.new_jti.clone(),
+    }
+}
+
+/// The emulated pods and their service accounts exist in the API's object store, so their
+/// tokens authenticate (also with --no-auto-create). Declared service accounts keep their uids.
+fn register_pods(objects: &mut ObjectStore, volumes: &[ProjectedVolume]) {
+    for volume in volumes {
+        let pod = &volume.pod;
+        if objects
+            .service_account(&pod.namespace, &pod.service_account)
+            .is_none()
+        {
+            objects.put_service_account(
+                &pod.namespace,
+                &pod.service_account,
+                uuid::Uuid::new_v4().to_string(),
+            );
         }
-        None => SigningKey::generate(algorithm)
-            .map_err(|e| CommandError::failure(format!("cannot generate a signing key: {e}"))),
+        objects.put_pod(
+            &pod.namespace,
+            &pod.name,
+            StoredPod {
+                uid: pod.uid.clone(),
+                service_account: pod.service_account.clone(),
+                node_name: pod.node_name.clone(),
+            },
+        );
     }
 }
 
-fn load_ca(cert: Option<&Path>, key: Option<&Path>) -> Result<CertificateAuthority, CommandError> {
-    match (cert, key) {
-        (Some(cert), Some(key)) => {
-            let cert_pem = read_text("--ca-cert", cert)?;
-            let key_pem = read_text("--ca-key", key)?;
-            CertificateAuthority::from_pem(&cert_pem, &key_pem)
-                .map_err(|e| CommandError::usage(e.to_string()))
-        }
-        _ => CertificateAuthority::generate("projected-token emulator CA")
-            .map_err(|e| CommandError::failure(e.to_string())),
+fn print_summary(
+    args: &EmulateArgs,
+    loaded: &LoadedIssuer,
+    volumes: &[ProjectedVolume],
+    objects: &ObjectStore,
+) {
+    let mut out = String::from("projected-token emulate\n");
+    if let Some(first) = volumes.first() {
+        let pod = &first.pod;
+        let sa_uid = objects
+            .service_account(&pod.namespace, &pod.service_account)
+            .map(|sa| sa.uid.as_str())
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "  pod:             {}/{} (uid {})\n  service account: {} (uid {})\n",
+            pod.namespace, pod.name, pod.uid, pod.service_account, sa_uid
+        ));
     }
-}
-
-fn read_text(flag: &str, path: &Path) -> Result<String, CommandError> {
-    std::fs::read_to_string(path)
-        .map_err(|e| CommandError::usage(format!("{flag} {}: {e}", path.display())))
-}
-
-fn issuer_config(args: &EmulateArgs) -> Result<IssuerConfig, CommandError> {
-    let mut config = IssuerConfig::new(args.issuer.clone());
-    if !args.api_audiences.is_empty() {
-        config.api_audiences = args.api_audiences.clone();
+    out.push_str(&format!(
+        "  issuer:          {} (key {} {})\n",
+        loaded.config.issuer,
+        loaded.key.algorithm().jose_name(),
+        loaded.key.kid()
+    ));
+    if let Some(seconds) = args.expiration_seconds {
+        out.push_str(&format!(
+            "  lifetimes:       compressed to {seconds} s (emulator only)\n"
+        ));
     }
-    config.max_token_expiration = args.max_token_expiration.filter(|max| *max != 0);
-    config.extend_token_expiration = args.extend_token_expiration;
-    config
-        .check()
-        .map_err(|e| CommandError::usage(format!("--max-token-expiration: {e}")))?;
-    Ok(config)
+    for volume in volumes {
+        out.push_str(&format!(
+            "  volume:          {} -> {}\n",
+            volume.plan.name,
+            volume.writer.target_dir().display()
+        ));
+    }
+    print!("{out}");
 }
 
 /// Reads `NAME=DIR` pairs into name -> file name -> bytes. Hidden names (such as a projected
@@ -254,58 +295,6 @@ fn drop_ownership_unless_root(volume: &mut ProjectedVolume, is_root: bool) {
     }
 }
 
-fn service_account_uids(volumes: &[ProjectedVolume]) -> HashMap<(String, String), String> {
-    let mut uids = HashMap::new();
-    for volume in volumes {
-        uids.entry((
-            volume.pod.namespace.clone(),
-            volume.pod.service_account.clone(),
-        ))
-        .or_insert_with(|| uuid::Uuid::new_v4().to_string());
-    }
-    uids
-}
-
-fn print_summary(
-    args: &EmulateArgs,
-    key: &SigningKey,
-    config: &IssuerConfig,
-    volumes: &[ProjectedVolume],
-    service_account_uids: &HashMap<(String, String), String>,
-) {
-    let mut out = String::from("projected-token emulate\n");
-    if let Some(first) = volumes.first() {
-        let pod = &first.pod;
-        let sa_uid = service_account_uids
-            .get(&(pod.namespace.clone(), pod.service_account.clone()))
-            .map(String::as_str)
-            .unwrap_or_default();
-        out.push_str(&format!(
-            "  pod:             {}/{} (uid {})\n  service account: {} (uid {})\n",
-            pod.namespace, pod.name, pod.uid, pod.service_account, sa_uid
-        ));
-    }
-    out.push_str(&format!(
-        "  issuer:          {} (key {} {})\n",
-        config.issuer,
-        key.algorithm().jose_name(),
-        key.kid()
-    ));
-    if let Some(seconds) = args.expiration_seconds {
-        out.push_str(&format!(
-            "  lifetimes:       compressed to {seconds} s (emulator only)\n"
-        ));
-    }
-    for volume in volumes {
-        out.push_str(&format!(
-            "  volume:          {} -> {}\n",
-            volume.plan.name,
-            volume.writer.target_dir().display()
-        ));
-    }
-    print!("{out}");
-}
-
 fn log_rotation(event: &RotationEvent) {
     let fmt = |t: Option<jiff::Timestamp>| t.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
     tracing::info!(
@@ -319,22 +308,4 @@ fn log_rotation(event: &RotationEvent) {
         next_refresh = %event.next_refresh,
         "token rotated"
     );
-}
-
-/// Registers for SIGTERM and SIGINT now (so a signal that comes during start-up is not fatal)
-/// and returns a future that completes when one arrives.
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, CommandError> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let listen = |kind: SignalKind, name: &str| {
-        signal(kind).map_err(|e| CommandError::failure(format!("cannot listen for {name}: {e}")))
-    };
-    let mut terminate = listen(SignalKind::terminate(), "SIGTERM")?;
-    let mut interrupt = listen(SignalKind::interrupt(), "SIGINT")?;
-    Ok(async move {
-        tokio::select! {
-            _ = terminate.recv() => {}
-            _ = interrupt.recv() => {}
-        }
-        tracing::info!("shutting down");
-    })
 }

@@ -1,7 +1,10 @@
 //! One file per subcommand, wiring the library's parts together from parsed arguments.
 
+pub mod check;
 pub mod emulate;
 pub mod inspect;
+pub mod serve;
+pub mod setup;
 
 use std::process::ExitCode;
 
@@ -53,6 +56,8 @@ pub fn run(cli: Cli) -> ExitCode {
         match cli.command {
             Command::Emulate(args) => emulate::run(*args).await,
             Command::Inspect(args) => inspect::run(&args).await,
+            Command::Serve(args) => serve::run(*args).await,
+            Command::Check(args) => check::run(&args).await,
         }
     });
     match result {
@@ -74,4 +79,22 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+}
+
+/// Registers for SIGTERM and SIGINT now (so a signal that comes during start-up is not fatal)
+/// and returns a future that completes when one arrives.
+pub fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, CommandError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listen = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| CommandError::failure(format!("cannot listen for {name}: {e}")))
+    };
+    let mut terminate = listen(SignalKind::terminate(), "SIGTERM")?;
+    let mut interrupt = listen(SignalKind::interrupt(), "SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        tracing::info!("shutting down");
+    })
 }

@@ -26,8 +26,7 @@ pub fn jwk_set_json(keys: &[Jwk]) -> String {
         keys: &'a [Jwk],
     }
     // A struct of strings has no map keys or floats that could make serialisation fail.
-    serde_json::to_string(&JwkSetRef { keys })
-        .unwrap_or_else(|_| String::from(r#"{"keys":[]}"#))
+    serde_json::to_string(&JwkSetRef { keys }).unwrap_or_else(|_| String::from(r#"{"keys":[]}"#))
 }
 
 #[cfg(test)]

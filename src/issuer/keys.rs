@@ -152,8 +152,11 @@ pub fn verification_jwk_from_pem(pem_text: &str) -> Result<Jwk, KeyError> {
     };
     use x509_parser::prelude::FromDer as _;
     let spki_der = public.contents();
-    let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der)
-        .map_err(|e| invalid(format!("PEM block `PUBLIC KEY` is not a SubjectPublicKeyInfo ({e})")))?;
+    let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der).map_err(|e| {
+        invalid(format!(
+            "PEM block `PUBLIC KEY` is not a SubjectPublicKeyInfo ({e})"
+        ))
+    })?;
     let kid = kid_from_spki_der(spki_der);
     let parsed = spki
         .parsed()

@@ -23,6 +23,8 @@ impl Running {
         let mut child = Command::new(BIN)
             .args(args)
             .env("PROJECTED_TOKEN_LOG", "info")
+            // Every test gets its own free port; 6443 would collide between parallel tests.
+            .env("PROJECTED_TOKEN_LISTEN", "127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

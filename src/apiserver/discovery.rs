@@ -1,0 +1,138 @@
+//! Discovery documents: `/version`, `/api`, `/apis` and the resource lists of the two groups the
+//! emulator serves, enough for kubectl and client libraries to find TokenRequest, TokenReview and
+//! SelfSubjectReview; and the OpenID issuer discovery document.
+
+use serde_json::{json, Value};
+
+/// The Kubernetes version the emulator answers as (the newest the k8s-openapi types cover).
+pub const EMULATED_MAJOR: &str = "1";
+pub const EMULATED_MINOR: &str = "37";
+
+/// `/version`.
+pub fn version_info() -> Value {
+    json!({
+        "major": EMULATED_MAJOR,
+        "minor": EMULATED_MINOR,
+        "gitVersion": format!("v{EMULATED_MAJOR}.{EMULATED_MINOR}.0-projected-token.{}", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "n/a (projected-token, Rust)",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, go_arch()),
+    })
+}
+
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// The discovery document served at `path`, if it is one.
+pub fn document(path: &str) -> Option<Value> {
+    let doc = match path.trim_end_matches('/') {
+        "/api" => json!({
+            "kind": "APIVersions",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [],
+        }),
+        "/api/v1" => json!({
+            "kind": "APIResourceList",
+            "groupVersion": "v1",
+            "resources": [
+                {"name": "serviceaccounts", "singularName": "serviceaccount", "namespaced": true,
+                 "kind": "ServiceAccount", "verbs": [], "shortNames": ["sa"]},
+                {"name": "serviceaccounts/token", "singularName": "", "namespaced": true,
+                 "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest",
+                 "verbs": ["create"]},
+            ],
+        }),
+        "/apis" => json!({
+            "kind": "APIGroupList",
+            "apiVersion": "v1",
+            "groups": [authentication_group()],
+        }),
+        "/apis/authentication.k8s.io" => {
+            let mut group = authentication_group();
+            group["kind"] = json!("APIGroup");
+            group["apiVersion"] = json!("v1");
+            group
+        }
+        "/apis/authentication.k8s.io/v1" => json!({
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": "authentication.k8s.io/v1",
+            "resources": [
+                {"name": "selfsubjectreviews", "singularName": "selfsubjectreview", "namespaced": false,
+                 "kind": "SelfSubjectReview", "verbs": ["create"]},
+                {"name": "tokenreviews", "singularName": "tokenreview", "namespaced": false,
+                 "kind": "TokenReview", "verbs": ["create"]},
+            ],
+        }),
+        _ => return None,
+    };
+    Some(doc)
+}
+
+fn authentication_group() -> Value {
+    json!({
+        "name": "authentication.k8s.io",
+        "versions": [{"groupVersion": "authentication.k8s.io/v1", "version": "v1"}],
+        "preferredVersion": {"groupVersion": "authentication.k8s.io/v1", "version": "v1"},
+    })
+}
+
+/// `/.well-known/openid-configuration`, compact and in upstream's field order.
+pub fn openid_configuration(issuer: &str, jwks_uri: &str, algorithms: &[&str]) -> String {
+    let mut algorithms: Vec<&str> = algorithms.to_vec();
+    algorithms.sort_unstable();
+    algorithms.dedup();
+    #[derive(serde::Serialize)]
+    struct Document<'a> {
+        issuer: &'a str,
+        jwks_uri: &'a str,
+        response_types_supported: [&'a str; 1],
+        subject_types_supported: [&'a str; 1],
+        id_token_signing_alg_values_supported: Vec<&'a str>,
+    }
+    serde_json::to_string(&Document {
+        issuer,
+        jwks_uri,
+        response_types_supported: ["id_token"],
+        subject_types_supported: ["public"],
+        id_token_signing_alg_values_supported: algorithms,
+    })
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openid_configuration_has_upstreams_fields_in_order() {
+        let doc = openid_configuration(
+            "https://issuer",
+            "https://127.0.0.1:6443/openid/v1/jwks",
+            &["RS256", "ES256", "RS256"],
+        );
+        assert_eq!(
+            doc,
+            r#"{"issuer":"https://issuer","jwks_uri":"https://127.0.0.1:6443/openid/v1/jwks","response_types_supported":["id_token"],"subject_types_supported":["public"],"id_token_signing_alg_values_supported":["ES256","RS256"]}"#
+        );
+    }
+
+    #[test]
+    fn discovery_lists_the_token_subresource_and_review_resources() {
+        let core = document("/api/v1").unwrap_or_default();
+        assert!(core["resources"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["name"] == "serviceaccounts/token")));
+        let group = document("/apis/authentication.k8s.io/v1/").unwrap_or_default();
+        assert_eq!(group["resources"].as_array().map(Vec::len), Some(2));
+        assert!(document("/apis/apps/v1").is_none());
+    }
+}

@@ -1,0 +1,641 @@
+//! The HTTPS server: routes, authentication and authorization of each request, accounting of
+//! every service account token use (ledger, metrics, audit log).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use jiff::Timestamp;
+use k8s_openapi::api::authentication::v1::{
+    SelfSubjectReview, SelfSubjectReviewStatus, TokenReviewStatus, UserInfo,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde::Serialize;
+
+use super::audit::{self, AuditEvent, AuditLog};
+use super::authn::{lock, Authenticator, AuthnFailure, Caller, TokenFacts};
+use super::discovery;
+use super::ledger::{Ledger, Rotation, TokenUse};
+use super::metrics::{self, Metrics};
+use super::protobuf::{self, BodyError};
+use super::status::ApiError;
+use super::token_request::create_token;
+use crate::clock::Clock;
+use crate::issuer::objects::ObjectStore;
+use crate::issuer::Issuer;
+
+/// Everything the handlers share.
+pub struct ApiState {
+    pub issuer: Arc<Issuer>,
+    pub authenticator: Authenticator,
+    pub objects: Arc<Mutex<ObjectStore>>,
+    pub allow_any_token_request: bool,
+    pub clock: Arc<dyn Clock>,
+    /// Served as is: `/openid/v1/jwks` and `/.well-known/openid-configuration`.
+    pub jwks_body: String,
+    pub openid_configuration_body: String,
+    pub ledger: Mutex<Ledger>,
+    pub metrics: Metrics,
+    pub audit: Option<AuditLog>,
+}
+
+impl ApiState {
+    /// Tells the ledger that the projector replaced a token: later uses of the old one are
+    /// superseded.
+    pub fn record_rotation(&self, rotation: Rotation) {
+        self.metrics.observe_rotation(&rotation);
+        self.ledger
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .record_rotation(rotation);
+    }
+}
+
+/// The routes of the emulated API.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route(
+            "/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+            post(token_request),
+        )
+        .route(
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            post(token_review),
+        )
+        .route(
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            post(self_subject_review),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{name}",
+            axum::routing::delete(delete_pod),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(openid_configuration),
+        )
+        .route("/openid/v1/jwks", get(jwks))
+        .route("/version", get(version))
+        .route("/version/", get(version))
+        .route("/api", get(discovery_document))
+        .route("/api/v1", get(discovery_document))
+        .route("/apis", get(discovery_document))
+        .route("/apis/authentication.k8s.io", get(discovery_document))
+        .route("/apis/authentication.k8s.io/v1", get(discovery_document))
+        .route("/livez", get(health))
+        .route("/readyz", get(health))
+        .route("/healthz", get(health))
+        .route("/metrics", get(metrics_text))
+        .route("/debug/token-usage", get(token_usage))
+        .fallback(fallback)
+        .with_state(state)
+}
+
+/// One request as the audit log and the ledger see it.
+struct RequestContext {
+    received_at: Timestamp,
+    method: Method,
+    uri: String,
+    user_agent: Option<String>,
+    source_ip: Option<String>,
+    caller: Option<Caller>,
+    object_ref: Option<audit::ObjectReference>,
+    annotations: BTreeMap<String, String>,
+}
+
+impl RequestContext {
+    fn new(
+        state: &ApiState,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        peer: Option<SocketAddr>,
+    ) -> Self {
+        Self {
+            received_at: state.clock.now(),
+            method: method.clone(),
+            uri: uri
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_default(),
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            source_ip: peer.map(|p| p.ip().to_string()),
+            caller: None,
+            object_ref: None,
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    fn verb(&self) -> &'static str {
+        match (&self.method, self.object_ref.is_some()) {
+            (&Method::POST, true) => "create",
+            (&Method::DELETE, true) => "delete",
+            (&Method::GET, true) => "get",
+            (&Method::POST, false) => "post",
+            _ => "get",
+        }
+    }
+}
+
+/// Finishes a request: writes its audit event and builds the response.
+fn respond(
+    state: &ApiState,
+    mut ctx: RequestContext,
+    result: Result<Response, ApiError>,
+) -> Response {
+    let response = match result {
+        Ok(response) => response,
+        Err(err) => error_response(&err),
+    };
+    if let Some(log) = &state.audit {
+        let mut event = AuditEvent::new(ctx.verb(), std::mem::take(&mut ctx.uri), ctx.received_at);
+        if let Some(caller) = &ctx.caller {
+            event.user = audit_user(&caller.user_info());
+        } else {
+            event.user.username = "system:anonymous".into();
+            event.user.groups = vec!["system:unauthenticated".into()];
+        }
+        event.source_ips = ctx.source_ip.take().into_iter().collect();
+        event.user_agent = ctx.user_agent.take();
+        event.object_ref = ctx.object_ref.take();
+        event.annotations.append(&mut ctx.annotations);
+        event.complete(response.status().as_u16(), state.clock.now());
+        log.record(&event);
+    }
+    response
+}
+
+fn audit_user(user: &UserInfo) -> audit::UserInfo {
+    audit::UserInfo {
+        username: user.username.clone().unwrap_or_default(),
+        uid: user.uid.clone().unwrap_or_default(),
+        groups: user.groups.clone().unwrap_or_default(),
+        extra: user.extra.clone().unwrap_or_default(),
+    }
+}
+
+fn error_response(err: &ApiError) -> Response {
+    let code = StatusCode::from_u16(err.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(code, &err.to_status())
+}
+
+fn json_response<T: Serialize>(code: StatusCode, body: &T) -> Response {
+    match serde_json::to_vec(body) {
+        Ok(bytes) => (code, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+/// The bearer token of a request, if it carries one.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+impl ApiState {
+    /// Authenticates a token for `audiences` and accounts for the use (ledger, metrics, audit
+    /// annotations), whether it is accepted or rejected as expired.
+    fn authenticate_and_record(
+        &self,
+        token: &str,
+        audiences: &[String],
+        ctx: &mut RequestContext,
+    ) -> Result<Caller, AuthnFailure> {
+        let result =
+            self.authenticator
+                .authenticate(token, audiences, &self.objects, ctx.received_at);
+        let facts = match &result {
+            Ok(Caller::ServiceAccount(sa)) => Some((&sa.token, false)),
+            Ok(Caller::Admin) => None,
+            Err(failure) => failure.facts.as_deref().map(|f| (f, failure.expired)),
+        };
+        if let Some((facts, expired)) = facts {
+            self.record_use(facts, expired, ctx);
+        }
+        if let Err(failure) = &result {
+            tracing::info!(reason = %failure.reason, user_agent = ctx.user_agent.as_deref().unwrap_or("-"), "Unable to authenticate the request");
+        }
+        result
+    }
+
+    fn record_use(&self, facts: &TokenFacts, expired: bool, ctx: &mut RequestContext) {
+        let token_use = TokenUse {
+            at: ctx.received_at,
+            subject: facts.subject.clone(),
+            namespace: facts.namespace.clone(),
+            service_account: facts.service_account.clone(),
+            pod: facts.pod.as_ref().map(|p| p.name.clone()),
+            pod_uid: facts.pod.as_ref().map(|p| p.uid.clone()),
+            jti: facts.jti.clone(),
+            warn_after: facts
+                .warn_after
+                .filter(|w| *w != 0)
+                .and_then(|w| Timestamp::from_second(w).ok()),
+            legacy: facts.legacy,
+            expired,
+            user_agent: ctx.user_agent.clone(),
+        };
+        let outcome = self
+            .ledger
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .record_use(token_use.clone());
+        self.metrics.observe(&token_use, &outcome);
+        if self.audit.is_some() {
+            let mut scratch = AuditEvent::new("", "", ctx.received_at);
+            scratch.annotate_token_use(&token_use, &outcome);
+            ctx.annotations.append(&mut scratch.annotations);
+        }
+    }
+
+    /// The caller of a request that must be authenticated (401 otherwise).
+    fn caller(&self, headers: &HeaderMap, ctx: &mut RequestContext) -> Result<Caller, ApiError> {
+        let token = bearer_token(headers).ok_or_else(ApiError::unauthorized)?;
+        let caller = self
+            .authenticate_and_record(token, &[], ctx)
+            .map_err(|_| ApiError::unauthorized())?;
+        ctx.caller = Some(caller.clone());
+        Ok(caller)
+    }
+
+    /// The caller, if the request carries a token (a bad token is still 401).
+    fn optional_caller(
+        &self,
+        headers: &HeaderMap,
+        ctx: &mut RequestContext,
+    ) -> Result<(), ApiError> {
+        if bearer_token(headers).is_some() {
+            self.caller(headers, ctx)?;
+        }
+        Ok(())
+    }
+
+    fn allow(ctx: &mut RequestContext, reason: &str) {
+        ctx.annotations.insert(
+            audit::annotation::AUTHORIZATION_DECISION.into(),
+            "allow".into(),
+        );
+        ctx.annotations.insert(
+            audit::annotation::AUTHORIZATION_REASON.into(),
+            reason.into(),
+        );
+    }
+
+    fn forbid(ctx: &mut RequestContext) {
+        ctx.annotations.insert(
+            audit::annotation::AUTHORIZATION_DECISION.into(),
+            "forbid".into(),
+        );
+    }
+}
+
+fn content_type(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+}
+
+fn body_error(err: BodyError) -> ApiError {
+    match err {
+        BodyError::UnsupportedMediaType(media_type) => {
+            ApiError::unsupported_media_type(&media_type)
+        }
+        BodyError::Malformed(message) => ApiError::bad_request(message),
+    }
+}
+
+fn new_uid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+async fn token_request(
+    State(state): State<Arc<ApiState>>,
+    Path((namespace, name)): Path<(String, String)>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut ctx = RequestContext::new(&state, &method, &uri, &headers, Some(peer));
+    ctx.object_ref = Some(audit::ObjectReference {
+        resource: "serviceaccounts".into(),
+        namespace: namespace.clone(),
+        name: name.clone(),
+        api_version: "v1".into(),
+        subresource: "token".into(),
+        ..audit::ObjectReference::default()
+    });
+    let result = (|| {
+        let caller = state.caller(&headers, &mut ctx)?;
+        match &caller {
+            Caller::Admin => ApiState::allow(&mut ctx, "admin token"),
+            Caller::ServiceAccount(_) if state.allow_any_token_request => {
+                ApiState::allow(&mut ctx, "--allow-any-token-request")
+            }
+            Caller::ServiceAccount(_) => {
+                ApiState::forbid(&mut ctx);
+                return Err(ApiError::forbidden_resource(
+                    &caller.username(),
+                    "create",
+                    "serviceaccounts",
+                    Some("token"),
+                    "",
+                    Some(&namespace),
+                    &name,
+                ));
+            }
+        }
+        let request =
+            protobuf::decode_token_request(content_type(&headers), &body).map_err(body_error)?;
+        let created = create_token(
+            &state.issuer,
+            &mut lock(&state.objects),
+            &namespace,
+            &name,
+            request,
+            ctx.received_at,
+            &mut new_uid,
+        )?;
+        if let Some(jti) = &created.issued.claims.jti {
+            ctx.annotations.insert(
+                audit::annotation::ISSUED_CREDENTIAL_ID.into(),
+                audit::credential_id(jti),
+            );
+        }
+        let mut response = json_response(StatusCode::CREATED, &created.response);
+        for warning in &created.warnings {
+            if let Ok(value) =
+                HeaderValue::from_str(&format!("299 - {}", super::status::go_quote(warning)))
+            {
+                response.headers_mut().append(header::WARNING, value);
+            }
+        }
+        Ok(response)
+    })();
+    respond(&state, ctx, result)
+}
+
+async fn token_review(
+    State(state): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut ctx = RequestContext::new(&state, &method, &uri, &headers, Some(peer));
+    ctx.object_ref = Some(audit::ObjectReference {
+        resource: "tokenreviews".into(),
+        api_group: "authentication.k8s.io".into(),
+        api_version: "v1".into(),
+        ..audit::ObjectReference::default()
+    });
+    let result = (|| {
+        state.caller(&headers, &mut ctx)?;
+        ApiState::allow(&mut ctx, "authenticated callers may review tokens");
+        let mut review =
+            protobuf::decode_token_review(content_type(&headers), &body).map_err(body_error)?;
+        if let Some(namespace) = review
+            .metadata
+            .namespace
+            .as_deref()
+            .filter(|n| !n.is_empty())
+        {
+            return Err(ApiError::bad_request(format!(
+                "namespace is not allowed on this type: {namespace}"
+            )));
+        }
+        let spec = review.spec.clone();
+        let token = spec.token.as_str();
+        if token.is_empty() {
+            return Err(ApiError::bad_request(
+                "token is required for TokenReview in authentication",
+            ));
+        }
+        let audiences = spec.audiences.clone().unwrap_or_default();
+        // The reviewed token is a use of that token: the accounting is the whole point.
+        let status = match state.authenticate_and_record(token, &audiences, &mut ctx) {
+            Ok(Caller::ServiceAccount(sa)) => TokenReviewStatus {
+                authenticated: Some(true),
+                user: Some(sa.user.clone()),
+                audiences: Some(sa.audiences.clone()),
+                error: None,
+            },
+            // The admin token is not a service account token; upstream's token file
+            // authenticator would accept it, and so do we.
+            Ok(Caller::Admin) => TokenReviewStatus {
+                authenticated: Some(true),
+                user: Some(super::authn::admin_user_info()),
+                audiences: Some(state.authenticator.api_audiences.clone()),
+                error: None,
+            },
+            Err(failure) => TokenReviewStatus {
+                authenticated: Some(false),
+                user: Some(UserInfo::default()),
+                audiences: None,
+                error: Some(failure.review_error()),
+            },
+        };
+        review.metadata.creation_timestamp = Some(Time(whole_seconds(ctx.received_at)));
+        review.status = Some(status);
+        Ok(json_response(StatusCode::CREATED, &review))
+    })();
+    respond(&state, ctx, result)
+}
+
+async fn self_subject_review(
+    State(state): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut ctx = RequestContext::new(&state, &method, &uri, &headers, Some(peer));
+    ctx.object_ref = Some(audit::ObjectReference {
+        resource: "selfsubjectreviews".into(),
+        api_group: "authentication.k8s.io".into(),
+        api_version: "v1".into(),
+        ..audit::ObjectReference::default()
+    });
+    let result = (|| {
+        let caller = state.caller(&headers, &mut ctx)?;
+        ApiState::allow(&mut ctx, "every authenticated user may review itself");
+        let mut review: SelfSubjectReview =
+            protobuf::decode_self_subject_review(content_type(&headers), &body)
+                .map_err(body_error)?;
+        review.metadata.creation_timestamp = Some(Time(whole_seconds(ctx.received_at)));
+        review.status = Some(SelfSubjectReviewStatus {
+            user_info: Some(caller.user_info()),
+        });
+        Ok(json_response(StatusCode::CREATED, &review))
+    })();
+    respond(&state, ctx, result)
+}
+
+/// `DELETE /api/v1/namespaces/{ns}/pods/{name}` (admin only): tokens bound to the pod stop
+/// authenticating at once, as upstream once the object is gone. Answers the deleted pod.
+async fn delete_pod(
+    State(state): State<Arc<ApiState>>,
+    Path((namespace, name)): Path<(String, String)>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let mut ctx = RequestContext::new(&state, &method, &uri, &headers, Some(peer));
+    ctx.object_ref = Some(audit::ObjectReference {
+        resource: "pods".into(),
+        namespace: namespace.clone(),
+        name: name.clone(),
+        api_version: "v1".into(),
+        ..audit::ObjectReference::default()
+    });
+    let result = state.caller(&headers, &mut ctx).and_then(|caller| {
+        if !matches!(caller, Caller::Admin) {
+            ApiState::forbid(&mut ctx);
+            return Err(ApiError::forbidden_resource(
+                &caller.username(),
+                "delete",
+                "pods",
+                None,
+                "",
+                Some(&namespace),
+                &name,
+            ));
+        }
+        ApiState::allow(&mut ctx, "admin token");
+        let deleted = lock(&state.objects)
+            .delete_pod(&namespace, &name)
+            .ok_or_else(|| ApiError::not_found("pods", &name))?;
+        let pod = k8s_openapi::api::core::v1::Pod {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(namespace.clone()),
+                uid: Some(deleted.uid),
+                ..Default::default()
+            },
+            spec: Some(k8s_openapi::api::core::v1::PodSpec {
+                service_account_name: Some(deleted.service_account),
+                node_name: deleted.node_name,
+                ..Default::default()
+            }),
+            status: None,
+        };
+        tracing::info!(namespace = %namespace, pod = %name, "pod deleted; its tokens no longer authenticate");
+        Ok(json_response(StatusCode::OK, &pod))
+    });
+    respond(&state, ctx, result)
+}
+
+fn whole_seconds(at: Timestamp) -> Timestamp {
+    Timestamp::from_second(at.as_second()).unwrap_or(at)
+}
+
+/// Issuer discovery is public, as clusters commonly make it for external OIDC consumers.
+async fn openid_configuration(State(state): State<Arc<ApiState>>) -> Response {
+    cacheable("application/json", state.openid_configuration_body.clone())
+}
+
+async fn jwks(State(state): State<Arc<ApiState>>) -> Response {
+    cacheable("application/jwk-set+json", state.jwks_body.clone())
+}
+
+fn cacheable(content_type: &'static str, body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `/version` is public, as upstream's `system:public-info-viewer`.
+async fn version() -> Response {
+    json_response(StatusCode::OK, &discovery::version_info())
+}
+
+async fn discovery_document(
+    State(state): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let mut ctx = RequestContext::new(&state, &method, &uri, &headers, Some(peer));
+    let result = state.caller(&headers, &mut ctx).and_then(|_| {
+        discovery::document(uri.path())
+            .map(|doc| json_response(StatusCode::OK, &doc))
+            .ok_or_else(ApiError::no_route)
+    });
+    respond(&state, ctx, result)
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+/// Metrics are public: they name service accounts and pods, never tokens.
+async fn metrics_text(State(state): State<Arc<ApiState>>) -> Response {
+    match state.metrics.encode() {
+        Ok(text) => ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response(),
+        Err(e) => error_response(&ApiError::internal(e.to_string())),
+    }
+}
+
+/// Per-client token usage, for `check`: admin only.
+async fn token_usage(
+    State(state): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let mut ctx = RequestContext::new(&state, &method, &uri, &headers, Some(peer));
+    let result = state.caller(&headers, &mut ctx).and_then(|caller| {
+        if !matches!(caller, Caller::Admin) {
+            return Err(ApiError::forbidden_path(
+                &caller.username(),
+                "get",
+                uri.path(),
+            ));
+        }
+        let report = state
+            .ledger
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .report(state.clock.now());
+        Ok(json_response(StatusCode::OK, &report))
+    });
+    respond(&state, ctx, result)
+}
+
+async fn fallback(
+    State(state): State<Arc<ApiState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let mut ctx = RequestContext::new(&state, &method, &uri, &headers, Some(peer));
+    let result = state
+        .optional_caller(&headers, &mut ctx)
+        .and_then(|_| Err(ApiError::no_route()));
+    respond(&state, ctx, result)
+}

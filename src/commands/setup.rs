@@ -1,0 +1,342 @@
+//! What `serve` and `emulate` share: loading the issuer (keys, CA, rules) from flags, and
+//! starting the HTTPS API server.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+
+use super::CommandError;
+use crate::apiserver::audit::AuditLog;
+use crate::apiserver::authn::Authenticator;
+use crate::apiserver::discovery;
+use crate::apiserver::ledger::Ledger;
+use crate::apiserver::metrics::Metrics;
+use crate::apiserver::server::{router, ApiState};
+use crate::cli::{IssuerArgs, KeyAlgorithmArg, ServerArgs};
+use crate::clock::Clock;
+use crate::issuer::jwks::jwk_set_json;
+use crate::issuer::keys::{verification_jwk_from_pem, Jwk};
+use crate::issuer::objects::ObjectStore;
+use crate::issuer::verify::KeySet;
+use crate::issuer::{Issuer, IssuerConfig, KeyAlgorithm, SigningKey};
+use crate::tls::CertificateAuthority;
+
+/// The issuer's material, loaded from flags.
+pub struct LoadedIssuer {
+    pub key: Arc<SigningKey>,
+    pub ca: CertificateAuthority,
+    pub config: IssuerConfig,
+    /// Keys whose tokens are accepted besides the signing key's.
+    pub extra_jwks: Vec<Jwk>,
+}
+
+/// Loads keys, CA and rules. RSA key generation (60-200 ms) runs on a blocking thread while
+/// the CA and the rest load.
+pub async fn load_issuer(args: &IssuerArgs) -> Result<LoadedIssuer, CommandError> {
+    let key_task = tokio::task::spawn_blocking({
+        let path = args.signing_key.clone();
+        let algorithm = match args.key_algorithm {
+            KeyAlgorithmArg::Rs256 => KeyAlgorithm::Rs256,
+            KeyAlgorithmArg::Es256 => KeyAlgorithm::Es256,
+        };
+        move || load_signing_key(path.as_deref(), algorithm)
+    });
+    let ca = load_ca(args.ca_cert.as_deref(), args.ca_key.as_deref())?;
+    let config = issuer_config(args)?;
+    let extra_jwks = args
+        .extra_verification_keys
+        .iter()
+        .map(|path| {
+            let pem = read_text("--extra-verification-keys", path)?;
+            verification_jwk_from_pem(&pem).map_err(|e| {
+                CommandError::usage(format!("--extra-verification-keys {}: {e}", path.display()))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let key = key_task
+        .await
+        .map_err(|e| CommandError::failure(format!("signing key task failed: {e}")))??;
+    for warning in config.startup_warnings() {
+        tracing::warn!("{warning}");
+    }
+    Ok(LoadedIssuer {
+        key: Arc::new(key),
+        ca,
+        config,
+        extra_jwks,
+    })
+}
+
+fn load_signing_key(
+    path: Option<&Path>,
+    algorithm: KeyAlgorithm,
+) -> Result<SigningKey, CommandError> {
+    match path {
+        Some(path) => {
+            let pem = read_text("--signing-key", path)?;
+            SigningKey::from_pem(&pem)
+                .map_err(|e| CommandError::usage(format!("--signing-key {}: {e}", path.display())))
+        }
+        None => SigningKey::generate(algorithm)
+            .map_err(|e| CommandError::failure(format!("cannot generate a signing key: {e}"))),
+    }
+}
+
+fn load_ca(cert: Option<&Path>, key: Option<&Path>) -> Result<CertificateAuthority, CommandError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            let cert_pem = read_text("--ca-cert", cert)?;
+            let key_pem = read_text("--ca-key", key)?;
+            CertificateAuthority::from_pem(&cert_pem, &key_pem)
+                .map_err(|e| CommandError::usage(e.to_string()))
+        }
+        _ => CertificateAuthority::generate("projected-token emulator CA")
+            .map_err(|e| CommandError::failure(e.to_string())),
+    }
+}
+
+pub fn read_text(flag: &str, path: &Path) -> Result<String, CommandError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| CommandError::usage(format!("{flag} {}: {e}", path.display())))
+}
+
+fn issuer_config(args: &IssuerArgs) -> Result<IssuerConfig, CommandError> {
+    let mut config = IssuerConfig::new(args.issuer.clone());
+    if !args.api_audiences.is_empty() {
+        config.api_audiences = args.api_audiences.clone();
+    }
+    config.max_token_expiration = args.max_token_expiration.filter(|max| *max != 0);
+    config.extend_token_expiration = args.extend_token_expiration;
+    config
+        .check()
+        .map_err(|e| CommandError::usage(format!("--max-token-expiration: {e}")))?;
+    Ok(config)
+}
+
+/// The object store from `--objects` and `--no-auto-create`.
+pub fn load_objects(args: &ServerArgs) -> Result<ObjectStore, CommandError> {
+    let mut store = ObjectStore::new(!args.no_auto_create);
+    if let Some(path) = &args.objects {
+        let text = read_text("--objects", path)?;
+        store
+            .load_manifests(&text, || uuid::Uuid::new_v4().to_string())
+            .map_err(|e| CommandError::usage(format!("--objects {}: {e}", path.display())))?;
+    }
+    Ok(store)
+}
+
+/// The names every in-cluster client may use for the API server, as in a real cluster.
+const CLUSTER_NAMES: [&str; 7] = [
+    "localhost",
+    "127.0.0.1",
+    "::1",
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+];
+
+/// The running API server.
+pub struct RunningApi {
+    pub state: Arc<ApiState>,
+    /// `https://host:port` of each listener.
+    pub urls: Vec<String>,
+    pub admin_token_file: PathBuf,
+    handles: Vec<axum_server::Handle<SocketAddr>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// A generated admin token file in the temporary directory is ours to remove at exit.
+    remove_admin_token_file: bool,
+}
+
+impl RunningApi {
+    /// Stops accepting, lets requests in flight finish (up to 2 s), and cleans up.
+    pub async fn shutdown(self) {
+        for handle in &self.handles {
+            handle.graceful_shutdown(Some(Duration::from_secs(2)));
+        }
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        if self.remove_admin_token_file {
+            let _ = std::fs::remove_file(&self.admin_token_file);
+        }
+    }
+}
+
+/// Binds every `--listen` address, then serves the API on each until [`RunningApi::shutdown`].
+pub async fn start_api(
+    loaded: &LoadedIssuer,
+    issuer: Arc<Issuer>,
+    objects: Arc<Mutex<ObjectStore>>,
+    clock: Arc<dyn Clock>,
+    args: &ServerArgs,
+) -> Result<RunningApi, CommandError> {
+    let mut listeners = Vec::new();
+    for addr in &args.listen {
+        let listener = TcpListener::bind(addr)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|e| {
+                CommandError::failure(format!(
+                    "--listen {addr}: {e}; pick another address or port (port 0 picks a free one)"
+                ))
+            })?;
+        let local = listener
+            .local_addr()
+            .map_err(|e| CommandError::failure(format!("--listen {addr}: {e}")))?;
+        listeners.push((listener, local));
+    }
+    let mut sans: Vec<String> = CLUSTER_NAMES.iter().map(|s| s.to_string()).collect();
+    for (_, local) in &listeners {
+        if !local.ip().is_unspecified() {
+            sans.push(local.ip().to_string());
+        }
+    }
+    sans.extend(args.sans.iter().cloned());
+    sans.sort();
+    sans.dedup();
+    let (cert_pem, key_pem) = loaded
+        .ca
+        .serving_certificate(&sans)
+        .map_err(|e| CommandError::failure(format!("serving certificate: {e}")))?;
+    let tls = RustlsConfig::from_pem(cert_pem.into_bytes(), key_pem.into_bytes())
+        .await
+        .map_err(|e| CommandError::failure(format!("TLS configuration: {e}")))?;
+    if let Some(path) = &args.ca_out {
+        std::fs::write(path, loaded.ca.cert_pem())
+            .map_err(|e| CommandError::usage(format!("--ca-out {}: {e}", path.display())))?;
+    }
+    let (admin_token, admin_token_file, remove_admin_token_file) =
+        admin_token(args.admin_token_file.as_deref())?;
+
+    let urls: Vec<String> = listeners
+        .iter()
+        .map(|(_, local)| {
+            if local.ip().is_unspecified() {
+                format!("https://localhost:{}", local.port())
+            } else {
+                format!("https://{local}")
+            }
+        })
+        .collect();
+    let public_url = urls.first().cloned().unwrap_or_default();
+    let mut jwks = vec![issuer.key.public_jwk()];
+    jwks.extend(loaded.extra_jwks.iter().cloned());
+    let jwks_body = jwk_set_json(&jwks);
+    let keys = KeySet::from_jwks(&serde_json::from_str(&jwks_body).unwrap_or_default())
+        .map_err(|e| CommandError::failure(format!("verification keys: {e}")))?;
+    let algorithms: Vec<&str> = jwks.iter().map(|k| k.alg.as_str()).collect();
+    let openid_configuration_body = discovery::openid_configuration(
+        &issuer.config.issuer,
+        &format!("{public_url}/openid/v1/jwks"),
+        &algorithms,
+    );
+    let audit = args
+        .audit_log
+        .as_deref()
+        .map(AuditLog::open)
+        .transpose()
+        .map_err(|e| CommandError::usage(format!("--audit-log: {e}")))?;
+    let state = Arc::new(ApiState {
+        authenticator: Authenticator::new(
+            keys,
+            vec![issuer.config.issuer.clone()],
+            issuer.config.api_audiences.clone(),
+            admin_token,
+        ),
+        issuer,
+        objects,
+        allow_any_token_request: args.allow_any_token_request,
+        clock,
+        jwks_body,
+        openid_configuration_body,
+        ledger: Mutex::new(Ledger::new()),
+        metrics: Metrics::new(),
+        audit,
+    });
+    let app = router(state.clone());
+    let mut handles = Vec::new();
+    let mut tasks = Vec::new();
+    for (listener, local) in listeners {
+        let handle = axum_server::Handle::new();
+        let server = axum_server::from_tcp_rustls(listener, tls.clone())
+            .map_err(|e| CommandError::failure(format!("--listen {local}: {e}")))?
+            .handle(handle.clone());
+        let service = app
+            .clone()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = server.serve(service).await {
+                tracing::error!(listen = %local, error = %e, "API server stopped");
+            }
+        }));
+        handles.push(handle);
+    }
+    if args.allow_any_token_request {
+        tracing::warn!("--allow-any-token-request: any authenticated caller may create tokens for any service account (insecure; for trusted docker-compose setups only)");
+    }
+    Ok(RunningApi {
+        state,
+        urls,
+        admin_token_file,
+        handles,
+        tasks,
+        remove_admin_token_file,
+    })
+}
+
+/// The admin token: read from `path` when it holds one, otherwise generated and written there
+/// (or to a file in the temporary directory, removed at exit) with mode 0600.
+fn admin_token(path: Option<&Path>) -> Result<(String, PathBuf, bool), CommandError> {
+    let flag = "--admin-token-file";
+    if let Some(path) = path {
+        match std::fs::read_to_string(path) {
+            Ok(text) if !text.trim().is_empty() => {
+                return Ok((text.trim().to_owned(), path.to_path_buf(), false))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(CommandError::usage(format!(
+                    "{flag} {}: {e}",
+                    path.display()
+                )))
+            }
+        }
+    }
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes)
+        .map_err(|_| CommandError::failure("no randomness for the admin token"))?;
+    let token = URL_SAFE_NO_PAD.encode(bytes);
+    let (file, generated_path) = match path {
+        Some(path) => (path.to_path_buf(), false),
+        None => (
+            std::env::temp_dir().join(format!(
+                "projected-token-{}.admin-token",
+                std::process::id()
+            )),
+            true,
+        ),
+    };
+    write_private(&file, token.as_bytes())
+        .map_err(|e| CommandError::usage(format!("{flag} {}: {e}", file.display())))?;
+    Ok((token, file, generated_path))
+}
+
+/// Writes a secret file with mode 0600 from the start (never briefly world-readable).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
