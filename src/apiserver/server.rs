@@ -98,8 +98,11 @@ pub fn router(state: Arc<ApiState>) -> Router {
 }
 
 /// One request as the audit log and the ledger see it.
-struct RequestContext {
+pub struct RequestContext {
     received_at: Timestamp,
+    /// The request's bearer token, if any (never logged).
+    bearer: Option<String>,
+    content_type: Option<String>,
     method: Method,
     uri: String,
     user_agent: Option<String>,
@@ -107,6 +110,27 @@ struct RequestContext {
     caller: Option<Caller>,
     object_ref: Option<audit::ObjectReference>,
     annotations: BTreeMap<String, String>,
+}
+
+impl axum::extract::FromRequestParts<Arc<ApiState>> for RequestContext {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<ApiState>,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0);
+        Ok(Self::new(
+            state,
+            &parts.method,
+            &parts.uri,
+            &parts.headers,
+            peer,
+        ))
+    }
 }
 
 impl RequestContext {
@@ -124,6 +148,11 @@ impl RequestContext {
                 .path_and_query()
                 .map(|p| p.as_str().to_owned())
                 .unwrap_or_default(),
+            bearer: bearer_token(headers).map(str::to_owned),
+            content_type: headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
             user_agent: headers
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
@@ -262,23 +291,19 @@ impl ApiState {
     }
 
     /// The caller of a request that must be authenticated (401 otherwise).
-    fn caller(&self, headers: &HeaderMap, ctx: &mut RequestContext) -> Result<Caller, ApiError> {
-        let token = bearer_token(headers).ok_or_else(ApiError::unauthorized)?;
+    fn caller(&self, ctx: &mut RequestContext) -> Result<Caller, ApiError> {
+        let token = ctx.bearer.take().ok_or_else(ApiError::unauthorized)?;
         let caller = self
-            .authenticate_and_record(token, &[], ctx)
+            .authenticate_and_record(&token, &[], ctx)
             .map_err(|_| ApiError::unauthorized())?;
         ctx.caller = Some(caller.clone());
         Ok(caller)
     }
 
     /// The caller, if the request carries a token (a bad token is still 401).
-    fn optional_caller(
-        &self,
-        headers: &HeaderMap,
-        ctx: &mut RequestContext,
-    ) -> Result<(), ApiError> {
-        if bearer_token(headers).is_some() {
-            self.caller(headers, ctx)?;
+    fn optional_caller(&self, ctx: &mut RequestContext) -> Result<(), ApiError> {
+        if ctx.bearer.is_some() {
+            self.caller(ctx)?;
         }
         Ok(())
     }
@@ -302,12 +327,6 @@ impl ApiState {
     }
 }
 
-fn content_type(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-}
-
 fn body_error(err: BodyError) -> ApiError {
     match err {
         BodyError::UnsupportedMediaType(media_type) => {
@@ -324,13 +343,9 @@ fn new_uid() -> String {
 async fn token_request(
     State(state): State<Arc<ApiState>>,
     Path((namespace, name)): Path<(String, String)>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    mut ctx: RequestContext,
     body: Bytes,
 ) -> Response {
-    let mut ctx = RequestContext::new(&state, &method, &uri, &headers, Some(peer));
     ctx.object_ref = Some(audit::ObjectReference {
         resource: "serviceaccounts".into(),
         namespace: namespace.clone(),
@@ -340,7 +355,7 @@ async fn token_request(
         ..audit::ObjectReference::default()
     });
     let result = (|| {
-        let caller = state.caller(&headers, &mut ctx)?;
+        let caller = state.caller(&mut ctx)?;
         match &caller {
             Caller::Admin => ApiState::allow(&mut ctx, "admin token"),
             Caller::ServiceAccount(_) if state.allow_any_token_request => {
@@ -359,8 +374,8 @@ async fn token_request(
                 ));
             }
         }
-        let request =
-            protobuf::decode_token_request(content_type(&headers), &body).map_err(body_error)?;
+        let request = protobuf::decode_token_request(ctx.content_type.as_deref(), &body)
+            .map_err(body_error)?;
         let created = create_token(
             &state.issuer,
             &mut lock(&state.objects),
@@ -391,13 +406,9 @@ async fn token_request(
 
 async fn token_review(
     State(state): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    mut ctx: RequestContext,
     body: Bytes,
 ) -> Response {
-    let mut ctx = RequestContext::new(&state, &method, &uri, &headers, Some(peer));
     ctx.object_ref = Some(audit::ObjectReference {
         resource: "tokenreviews".into(),
         api_group: "authentication.k8s.io".into(),
@@ -405,10 +416,10 @@ async fn token_review(
         ..audit::ObjectReference::default()
     });
     let result = (|| {
-        state.caller(&headers, &mut ctx)?;
+        state.caller(&mut ctx)?;
         ApiState::allow(&mut ctx, "authenticated callers may review tokens");
-        let mut review =
-            protobuf::decode_token_review(content_type(&headers), &body).map_err(body_error)?;
+        let mut review = protobuf::decode_token_review(ctx.content_type.as_deref(), &body)
+            .map_err(body_error)?;
         if let Some(namespace) = review
             .metadata
             .namespace
@@ -459,13 +470,9 @@ async fn token_review(
 
 async fn self_subject_review(
     State(state): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    mut ctx: RequestContext,
     body: Bytes,
 ) -> Response {
-    let mut ctx = RequestContext::new(&state, &method, &uri, &headers, Some(peer));
     ctx.object_ref = Some(audit::ObjectReference {
         resource: "selfsubjectreviews".into(),
         api_group: "authentication.k8s.io".into(),
@@ -473,10 +480,10 @@ async fn self_subject_review(
         ..audit::ObjectReference::default()
     });
     let result = (|| {
-        let caller = state.caller(&headers, &mut ctx)?;
+        let caller = state.caller(&mut ctx)?;
         ApiState::allow(&mut ctx, "every authenticated user may review itself");
         let mut review: SelfSubjectReview =
-            protobuf::decode_self_subject_review(content_type(&headers), &body)
+            protobuf::decode_self_subject_review(ctx.content_type.as_deref(), &body)
                 .map_err(body_error)?;
         review.metadata.creation_timestamp = Some(Time(whole_seconds(ctx.received_at)));
         review.status = Some(SelfSubjectReviewStatus {
@@ -492,12 +499,8 @@ async fn self_subject_review(
 async fn delete_pod(
     State(state): State<Arc<ApiState>>,
     Path((namespace, name)): Path<(String, String)>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    mut ctx: RequestContext,
 ) -> Response {
-    let mut ctx = RequestContext::new(&state, &method, &uri, &headers, Some(peer));
     ctx.object_ref = Some(audit::ObjectReference {
         resource: "pods".into(),
         namespace: namespace.clone(),
@@ -505,7 +508,7 @@ async fn delete_pod(
         api_version: "v1".into(),
         ..audit::ObjectReference::default()
     });
-    let result = state.caller(&headers, &mut ctx).and_then(|caller| {
+    let result = state.caller(&mut ctx).and_then(|caller| {
         if !matches!(caller, Caller::Admin) {
             ApiState::forbid(&mut ctx);
             return Err(ApiError::forbidden_resource(
@@ -573,13 +576,10 @@ async fn version() -> Response {
 
 async fn discovery_document(
     State(state): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
     uri: Uri,
-    headers: HeaderMap,
+    mut ctx: RequestContext,
 ) -> Response {
-    let mut ctx = RequestContext::new(&state, &method, &uri, &headers, Some(peer));
-    let result = state.caller(&headers, &mut ctx).and_then(|_| {
+    let result = state.caller(&mut ctx).and_then(|_| {
         discovery::document(uri.path())
             .map(|doc| json_response(StatusCode::OK, &doc))
             .ok_or_else(ApiError::no_route)
@@ -602,13 +602,10 @@ async fn metrics_text(State(state): State<Arc<ApiState>>) -> Response {
 /// Per-client token usage, for `check`: admin only.
 async fn token_usage(
     State(state): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
     uri: Uri,
-    headers: HeaderMap,
+    mut ctx: RequestContext,
 ) -> Response {
-    let mut ctx = RequestContext::new(&state, &method, &uri, &headers, Some(peer));
-    let result = state.caller(&headers, &mut ctx).and_then(|caller| {
+    let result = state.caller(&mut ctx).and_then(|caller| {
         if !matches!(caller, Caller::Admin) {
             return Err(ApiError::forbidden_path(
                 &caller.username(),
@@ -626,16 +623,9 @@ async fn token_usage(
     respond(&state, ctx, result)
 }
 
-async fn fallback(
-    State(state): State<Arc<ApiState>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let mut ctx = RequestContext::new(&state, &method, &uri, &headers, Some(peer));
+async fn fallback(State(state): State<Arc<ApiState>>, mut ctx: RequestContext) -> Response {
     let result = state
-        .optional_caller(&headers, &mut ctx)
+        .optional_caller(&mut ctx)
         .and_then(|_| Err(ApiError::no_route()));
     respond(&state, ctx, result)
 }

@@ -13,7 +13,7 @@ use reqwest::header::{HeaderValue, AUTHORIZATION};
 use reqwest::StatusCode;
 use serde::Serialize;
 
-use super::CommandError;
+use super::{error_chain, read_ca, CommandError};
 use crate::apiserver::ledger::{evaluate, BrokenBound, CheckBounds, Offender, UsageReport};
 use crate::cli::{CheckArgs, OutputFormat};
 
@@ -29,7 +29,12 @@ const MAX_TOKEN_FILE_BYTES: u64 = 1024 * 1024;
 
 pub async fn run(args: &CheckArgs) -> Result<(), CommandError> {
     let url = usage_report_url(&args.server)?;
-    let ca = read_ca(&args.ca).await?;
+    let ca = read_ca(
+        "--ca",
+        &args.ca,
+        "the server's certificate (the emulator's ca.crt)",
+    )
+    .await?;
     let authorization = read_bearer_token(&args.token_file).await?;
     let report = fetch_report(&url, ca, authorization, &args.token_file).await?;
 
@@ -67,26 +72,6 @@ pub fn usage_report_url(server: &reqwest::Url) -> Result<reqwest::Url, CommandEr
     }
     base.join(USAGE_REPORT_PATH)
         .map_err(|e| CommandError::usage(format!("--server {server}: {e}")))
-}
-
-/// The one root to trust.
-async fn read_ca(path: &Path) -> Result<reqwest::Certificate, CommandError> {
-    let what = format!("--ca {}", path.display());
-    let bytes = tokio::fs::read(path)
-        .await
-        .map_err(|e| CommandError::usage(format!("cannot read {what}: {e}")))?;
-    // reqwest parses the PEM only when the client is built, and then says little; check first.
-    let has_certificate = pem::parse_many(&bytes)
-        .map(|blocks| blocks.iter().any(|b| b.tag() == "CERTIFICATE"))
-        .unwrap_or(false);
-    if !has_certificate {
-        return Err(CommandError::usage(format!(
-            "{what} holds no PEM CERTIFICATE block; give the CA certificate that signed the \
-             server's certificate (the emulator's ca.crt)"
-        )));
-    }
-    reqwest::Certificate::from_pem(&bytes)
-        .map_err(|e| CommandError::usage(format!("{what}: {}", chain(&e))))
 }
 
 /// `Bearer <token>` from the token file, marked sensitive so it is never logged. Error messages
@@ -128,9 +113,10 @@ async fn fetch_report(
         .timeout(REQUEST_TIMEOUT)
         .connect_timeout(CONNECT_TIMEOUT)
         .build()
-        .map_err(|e| CommandError::failure(format!("cannot set up HTTPS: {}", chain(&e))))?;
-    let fetch_error =
-        |e: reqwest::Error| CommandError::failure(format!("cannot fetch {url}: {}", chain(&e)));
+        .map_err(|e| CommandError::failure(format!("cannot set up HTTPS: {}", error_chain(&e))))?;
+    let fetch_error = |e: reqwest::Error| {
+        CommandError::failure(format!("cannot fetch {url}: {}", error_chain(&e)))
+    };
     let mut response = client
         .get(url.clone())
         .header(AUTHORIZATION, authorization)
@@ -270,21 +256,6 @@ fn format_seconds(seconds: f64) -> String {
     let text = format!("{seconds:.3}");
     let text = text.trim_end_matches('0').trim_end_matches('.');
     format!("{text}s")
-}
-
-/// An error with its causes: reqwest's own message alone hides why a request failed.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::CommandError;
+use super::{error_chain, read_ca, CommandError};
 use crate::cli::{InspectArgs, OutputFormat};
 use crate::issuer::verify::verify_signature;
 use crate::token::decode::decode;
@@ -173,13 +173,16 @@ async fn load_jwks(location: &str, ca: Option<&Path>) -> Result<serde_json::Valu
 
     let mut builder = reqwest::Client::builder().timeout(JWKS_TIMEOUT);
     if let Some(ca) = ca {
-        builder = builder.tls_certs_only([read_ca(ca).await?]);
+        builder =
+            builder
+                .tls_certs_only([read_ca("--jwks-ca", ca, "the JWKS server's certificate").await?]);
     }
     let client = builder
         .build()
-        .map_err(|e| CommandError::failure(format!("cannot set up HTTPS: {}", chain(&e))))?;
-    let fetch_error =
-        |e: reqwest::Error| CommandError::failure(format!("cannot fetch JWKS: {}", chain(&e)));
+        .map_err(|e| CommandError::failure(format!("cannot set up HTTPS: {}", error_chain(&e))))?;
+    let fetch_error = |e: reqwest::Error| {
+        CommandError::failure(format!("cannot fetch JWKS: {}", error_chain(&e)))
+    };
     let mut response = client.get(location).send().await.map_err(fetch_error)?;
     let status = response.status();
     if !status.is_success() {
@@ -200,26 +203,6 @@ async fn load_jwks(location: &str, ca: Option<&Path>) -> Result<serde_json::Valu
         .map_err(|e| CommandError::failure(format!("{location} did not answer a JWKS: {e}")))
 }
 
-/// The one root to trust for the JWKS URL.
-async fn read_ca(path: &Path) -> Result<reqwest::Certificate, CommandError> {
-    let what = format!("--jwks-ca {}", path.display());
-    let bytes = tokio::fs::read(path)
-        .await
-        .map_err(|e| CommandError::usage(format!("cannot read {what}: {e}")))?;
-    // reqwest only parses the PEM when the client is built, and then says little; check first.
-    let has_certificate = pem::parse_many(&bytes)
-        .map(|blocks| blocks.iter().any(|b| b.tag() == "CERTIFICATE"))
-        .unwrap_or(false);
-    if !has_certificate {
-        return Err(CommandError::usage(format!(
-            "{what} holds no PEM CERTIFICATE block; give the CA certificate that signed the \
-             JWKS server's certificate"
-        )));
-    }
-    reqwest::Certificate::from_pem(&bytes)
-        .map_err(|e| CommandError::usage(format!("{what}: {}", chain(&e))))
-}
-
 fn parse_jwks(bytes: &[u8]) -> Result<serde_json::Value, String> {
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
@@ -227,21 +210,6 @@ fn parse_jwks(bytes: &[u8]) -> Result<serde_json::Value, String> {
         return Err("expected a JSON object with a \"keys\" array".to_owned());
     }
     Ok(value)
-}
-
-/// An error with its causes: reqwest's own message alone hides why a request failed.
-fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]

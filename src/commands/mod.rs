@@ -98,3 +98,42 @@ pub fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Comman
         tracing::info!("shutting down");
     })
 }
+
+/// Reads the one CA certificate an HTTPS client of ours trusts (`flag` names it in errors;
+/// `signer_of` says what it should have signed).
+pub async fn read_ca(
+    flag: &str,
+    path: &std::path::Path,
+    signer_of: &str,
+) -> Result<reqwest::Certificate, CommandError> {
+    let what = format!("{flag} {}", path.display());
+    let bytes = tokio::fs::read(path)
+        .await
+        .map_err(|e| CommandError::usage(format!("cannot read {what}: {e}")))?;
+    // reqwest parses the PEM only when the client is built, and then says little; check first.
+    let has_certificate = pem::parse_many(&bytes)
+        .map(|blocks| blocks.iter().any(|b| b.tag() == "CERTIFICATE"))
+        .unwrap_or(false);
+    if !has_certificate {
+        return Err(CommandError::usage(format!(
+            "{what} holds no PEM CERTIFICATE block; give the CA certificate that signed {signer_of}"
+        )));
+    }
+    reqwest::Certificate::from_pem(&bytes)
+        .map_err(|e| CommandError::usage(format!("{what}: {}", error_chain(&e))))
+}
+
+/// An error with its causes, each said once (reqwest nests the interesting part deep).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}

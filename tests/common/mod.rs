@@ -56,6 +56,23 @@ impl Running {
         }
     }
 
+    /// Waits for a stdout line containing `needle`; panics with what was seen on timeout.
+    pub fn wait_for_stdout(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!(
+                    "no stdout line with {needle:?} within {timeout:?}; saw:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
+    }
+
     pub fn signal(&self, signal: rustix::process::Signal) {
         let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
         let _ = rustix::process::kill_process(pid, signal);

