@@ -36,10 +36,10 @@ fn start_emulate(root: &Path, extra: &[&str]) -> Emulator {
     ];
     args.extend_from_slice(extra);
     let process = Running::spawn(&args);
-    let line = process.wait_for_stdout("serving https API on ", READY);
-    let url = line
-        .rsplit(' ')
-        .next()
+    let lines = process.wait_for_stdout("serving https API on ", READY);
+    let url = lines
+        .last()
+        .and_then(|line| line.rsplit(' ').next())
         .map(str::to_owned)
         .unwrap_or_default();
     common::wait_for_file(&dir.join("token"), READY);

@@ -124,13 +124,19 @@ impl ApiError {
         }
     }
 
-    /// 409 Conflict: `Operation cannot be fulfilled on <resource> "<name>": <why>`.
-    pub fn conflict(resource: &str, name: &str, why: &str) -> Self {
+    /// 409 Conflict: `Operation cannot be fulfilled on <resource>[.<group>] "<name>": <why>`, with
+    /// the group and resource apart in the details, as upstream's `NewConflict`.
+    pub fn conflict(group: &str, resource: &str, name: &str, why: &str) -> Self {
+        let qualified = if group.is_empty() {
+            resource.to_owned()
+        } else {
+            format!("{resource}.{group}")
+        };
         Self {
             code: 409,
             reason: "Conflict",
-            message: format!("Operation cannot be fulfilled on {resource} \"{name}\": {why}"),
-            details: details(name, None, resource),
+            message: format!("Operation cannot be fulfilled on {qualified} \"{name}\": {why}"),
+            details: details(name, Some(group).filter(|g| !g.is_empty()), resource),
         }
     }
 
@@ -257,6 +263,30 @@ mod tests {
             "spec.expirationSeconds"
         );
         assert!(json["details"].get("name").is_none());
+    }
+
+    #[test]
+    fn conflict_details_keep_group_and_resource_apart() {
+        let err = ApiError::conflict("authentication.k8s.io", "TokenRequest", "app", "why");
+        assert_eq!(
+            err.message,
+            "Operation cannot be fulfilled on TokenRequest.authentication.k8s.io \"app\": why"
+        );
+        let json = serde_json::to_value(err.to_status()).unwrap();
+        assert_eq!(
+            json["details"],
+            serde_json::json!({"name": "app", "group": "authentication.k8s.io", "kind": "TokenRequest"})
+        );
+        let err = ApiError::conflict("", "Pod", "web", "why");
+        assert_eq!(
+            err.message,
+            "Operation cannot be fulfilled on Pod \"web\": why"
+        );
+        let json = serde_json::to_value(err.to_status()).unwrap();
+        assert_eq!(
+            json["details"],
+            serde_json::json!({"name": "web", "kind": "Pod"})
+        );
     }
 
     #[test]

@@ -67,7 +67,8 @@ pub fn create_token(
     if let Some(uid) = body.metadata.uid.as_deref().filter(|u| !u.is_empty()) {
         if uid != service_account_uid {
             return Err(ApiError::conflict(
-                "TokenRequest.authentication.k8s.io",
+                GROUP,
+                KIND,
                 name,
                 &format!("the UID in the token request ({uid}) does not match the UID of the service account ({service_account_uid})"),
             ));
@@ -190,6 +191,7 @@ fn resolve_bound_object(
     if let Some(wanted) = wanted_uid {
         if wanted != uid {
             return Err(ApiError::conflict(
+                group,
                 kind,
                 name,
                 &format!("the UID in the bound object reference ({wanted}) does not match the UID in record. The object might have been deleted and then recreated"),

@@ -3,10 +3,13 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_projected-token");
@@ -16,11 +19,19 @@ pub struct Running {
     pub child: Child,
     pub stderr: Receiver<String>,
     pub stdout: Receiver<String>,
+    _scratch: tempfile::TempDir,
 }
 
 impl Running {
     pub fn spawn(args: &[&str]) -> Self {
+        // The admin token file goes here unless the test names one, so a killed process leaves
+        // nothing behind in the shared temporary directory.
+        let scratch = tempfile::tempdir().expect("scratch dir");
         let mut child = Command::new(BIN)
+            .env(
+                "PROJECTED_TOKEN_ADMIN_TOKEN_FILE",
+                scratch.path().join("admin.token"),
+            )
             .args(args)
             .env("PROJECTED_TOKEN_LOG", "info")
             // Every test gets its own free port; 6443 would collide between parallel tests.
@@ -36,6 +47,7 @@ impl Running {
             child,
             stderr,
             stdout,
+            _scratch: scratch,
         }
     }
 
@@ -56,21 +68,41 @@ impl Running {
         }
     }
 
-    /// Waits for a stdout line containing `needle`; panics with what was seen on timeout.
-    pub fn wait_for_stdout(&self, needle: &str, timeout: Duration) -> String {
+    /// Waits for a stdout line containing `needle` and returns every stdout line read up to and
+    /// including it; panics with what was seen (and stderr) on timeout or when stdout closes.
+    pub fn wait_for_stdout(&self, needle: &str, timeout: Duration) -> Vec<String> {
         let deadline = Instant::now() + timeout;
         let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.stdout.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(line) => seen.push(line),
-                Err(_) => panic!(
-                    "no stdout line with {needle:?} within {timeout:?}; saw:\n{}",
-                    seen.join("\n")
-                ),
+                Ok(line) => {
+                    let hit = line.contains(needle);
+                    seen.push(line);
+                    if hit {
+                        return seen;
+                    }
+                }
+                Err(err) => {
+                    let why = match err {
+                        RecvTimeoutError::Timeout => format!("within {timeout:?}"),
+                        RecvTimeoutError::Disconnected => "before stdout closed".to_owned(),
+                    };
+                    // The reader thread may still be delivering the last stderr lines.
+                    std::thread::sleep(Duration::from_millis(100));
+                    panic!(
+                        "no stdout line with {needle:?} {why}; stdout:\n{}\nstderr:\n{}",
+                        seen.join("\n"),
+                        self.stderr_so_far()
+                    )
+                }
             }
         }
+    }
+
+    /// The stderr lines received so far (consumed).
+    pub fn stderr_so_far(&self) -> String {
+        self.stderr.try_iter().collect::<Vec<_>>().join("\n")
     }
 
     pub fn signal(&self, signal: rustix::process::Signal) {
@@ -202,5 +234,314 @@ pub fn wait_for_file(path: &Path, timeout: Duration) {
             path.display()
         );
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// How long a `serve` process may take to print that it is ready.
+pub const SERVE_STARTUP: Duration = Duration::from_secs(30);
+/// Upper bound of one HTTP request in the tests.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Writes a fresh signing key of `algorithm` to `dir/name` and returns its path and the key.
+pub fn write_key(
+    dir: &Path,
+    name: &str,
+    algorithm: projected_token::issuer::KeyAlgorithm,
+) -> (PathBuf, Arc<projected_token::issuer::SigningKey>) {
+    let key = projected_token::issuer::SigningKey::generate(algorithm).expect("generate key");
+    let path = dir.join(name);
+    std::fs::write(&path, key.private_key_pem()).expect("write key");
+    (path, Arc::new(key))
+}
+
+/// An HTTPS client that trusts only the PEM CA `ca_pem`, with `resolve` overrides of DNS.
+pub fn https_client(ca_pem: &str, resolve: &[(&str, SocketAddr)]) -> reqwest::Client {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA PEM");
+    let mut builder = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(REQUEST_TIMEOUT);
+    for (name, addr) in resolve {
+        builder = builder.resolve(name, *addr);
+    }
+    builder.build().expect("HTTPS client")
+}
+
+/// A running `serve`: its URLs, the CA that signed its certificate, its admin token, and a client
+/// that trusts only that CA. The process is killed when this is dropped.
+pub struct ApiServer {
+    pub process: Running,
+    /// Every `serving https API on URL` line's URL, in order.
+    pub urls: Vec<String>,
+    /// The first URL.
+    pub url: String,
+    pub ca_pem: String,
+    pub admin_token: String,
+    pub client: reqwest::Client,
+}
+
+/// An HTTP answer, read in full.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub text: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.text)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): status {}, {:?}", self.status, self.text))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the answer is a `metav1.Status` failure with this code and reason, and returns
+    /// its message.
+    pub fn assert_status(&self, code: u16, reason: &str) -> String {
+        assert_eq!(self.status, code, "HTTP status; body {}", self.text);
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json"),
+            "{self:?}"
+        );
+        let body = self.json();
+        assert_eq!(body["kind"], "Status", "{body}");
+        assert_eq!(body["apiVersion"], "v1", "{body}");
+        assert_eq!(body["status"], "Failure", "{body}");
+        assert_eq!(body["code"], code, "{body}");
+        assert_eq!(body["reason"], reason, "{body}");
+        body["message"].as_str().expect("message").to_owned()
+    }
+}
+
+static NEXT_SERVER: AtomicUsize = AtomicUsize::new(0);
+
+/// Starts `serve` with `args`, its CA written to and admin token kept in files under `dir`, and
+/// waits until it has printed where it serves.
+pub fn start_serve(dir: &Path, args: &[&str]) -> ApiServer {
+    let n = NEXT_SERVER.fetch_add(1, Ordering::Relaxed);
+    let ca_out = dir.join(format!("serve-{n}-ca.crt"));
+    let admin_file = dir.join(format!("serve-{n}-admin-token"));
+    let ca_arg = format!("--ca-out={}", ca_out.display());
+    let admin_arg = format!("--admin-token-file={}", admin_file.display());
+    let mut full = vec!["serve", ca_arg.as_str(), admin_arg.as_str()];
+    full.extend_from_slice(args);
+    let process = Running::spawn(&full);
+    let lines = process.wait_for_stdout("admin token file: ", SERVE_STARTUP);
+    let urls: Vec<String> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("serving https API on "))
+        .map(str::to_owned)
+        .collect();
+    assert!(!urls.is_empty(), "no URL printed: {lines:?}");
+    let printed = lines
+        .last()
+        .and_then(|l| l.strip_prefix("admin token file: "))
+        .expect("admin token line");
+    assert_eq!(Path::new(printed), admin_file, "admin token file");
+    let ca_pem = std::fs::read_to_string(&ca_out).expect("--ca-out written before ready");
+    let admin_token = std::fs::read_to_string(&admin_file)
+        .expect("admin token file")
+        .trim()
+        .to_owned();
+    assert!(!admin_token.is_empty());
+    let client = https_client(&ca_pem, &[]);
+    ApiServer {
+        process,
+        url: urls[0].clone(),
+        urls,
+        ca_pem,
+        admin_token,
+        client,
+    }
+}
+
+impl ApiServer {
+    /// The port of the first URL.
+    pub fn port(&self) -> u16 {
+        reqwest::Url::parse(&self.url)
+            .ok()
+            .and_then(|u| u.port())
+            .expect("port in URL")
+    }
+
+    /// Sends a request to this server's first URL and reads the whole answer.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> Reply {
+        send(
+            &self.client,
+            method,
+            &format!("{}{path}", self.url),
+            token,
+            content_type,
+            body,
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.send(reqwest::Method::GET, path, token, None, None)
+            .await
+    }
+
+    pub async fn post_json(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &serde_json::Value,
+    ) -> Reply {
+        let bytes = serde_json::to_vec(body).expect("JSON body");
+        self.send(
+            reqwest::Method::POST,
+            path,
+            token,
+            Some("application/json"),
+            Some(bytes),
+        )
+        .await
+    }
+
+    /// `POST .../serviceaccounts/{sa}/token` as the admin, with this `spec`.
+    pub async fn token_request(&self, namespace: &str, sa: &str, spec: serde_json::Value) -> Reply {
+        let body = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": spec,
+        });
+        self.post_json(
+            &format!("/api/v1/namespaces/{namespace}/serviceaccounts/{sa}/token"),
+            Some(self.admin_token.as_str()),
+            &body,
+        )
+        .await
+    }
+
+    /// A token from a TokenRequest that must succeed.
+    pub async fn issue(&self, namespace: &str, sa: &str, spec: serde_json::Value) -> String {
+        let reply = self.token_request(namespace, sa, spec).await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        reply.json()["status"]["token"]
+            .as_str()
+            .expect("status.token")
+            .to_owned()
+    }
+
+    /// A TokenReview of `token` by the admin, which must be answered 201; returns `status`.
+    pub async fn review(&self, token: &str) -> serde_json::Value {
+        let body = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token},
+        });
+        let reply = self
+            .post_json(
+                "/apis/authentication.k8s.io/v1/tokenreviews",
+                Some(self.admin_token.as_str()),
+                &body,
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let review = reply.json();
+        assert_eq!(review["kind"], "TokenReview", "{review}");
+        review["status"].clone()
+    }
+
+    /// A SelfSubjectReview made with `token`.
+    pub async fn whoami(&self, token: &str) -> Reply {
+        let body = serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "SelfSubjectReview",
+        });
+        self.post_json(
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            Some(token),
+            &body,
+        )
+        .await
+    }
+}
+
+/// Sends one request with `client` and reads the whole answer.
+pub async fn send(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    content_type: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> Reply {
+    let mut request = client.request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(content_type) = content_type {
+        request = request.header(reqwest::header::CONTENT_TYPE, content_type);
+    }
+    if let Some(body) = body {
+        request = request.body(body);
+    }
+    let response = request
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e:?}"));
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("response body");
+    Reply {
+        status,
+        headers,
+        text,
+    }
+}
+
+/// Mints a bound token with `key` as the emulator would, but issued at `at` and with the
+/// lifetime, audiences and extension the test chooses (`extended`: a one-year `exp` and a
+/// `warnafter` at `at + seconds`).
+pub fn mint(
+    key: &Arc<projected_token::issuer::SigningKey>,
+    service_account: (&str, &str, &str),
+    audiences: &[&str],
+    seconds: i64,
+    bound: Option<projected_token::issuer::BoundObject>,
+    extended: bool,
+    at: jiff::Timestamp,
+) -> projected_token::issuer::IssuedToken {
+    use projected_token::issuer::{
+        Issuer, IssuerConfig, ServiceAccountRef, ValidatedRequest, DEFAULT_ISSUER,
+    };
+    let (namespace, name, uid) = service_account;
+    let issuer = Issuer::new(IssuerConfig::new(DEFAULT_ISSUER), key.clone());
+    let request = ValidatedRequest {
+        audiences: audiences.iter().map(|a| a.to_string()).collect(),
+        expiration_seconds: seconds,
+        extended,
+        bound_object: bound,
+        warnings: Vec::new(),
+    };
+    let account = ServiceAccountRef {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        uid: uid.to_owned(),
+    };
+    issuer.mint(&account, &request, at).expect("mint")
+}
+
+/// A reference to a pod for [`mint`].
+pub fn pod_binding(name: &str, uid: &str) -> projected_token::issuer::BoundObject {
+    projected_token::issuer::BoundObject {
+        kind: projected_token::issuer::BoundKind::Pod,
+        name: name.to_owned(),
+        uid: uid.to_owned(),
+        node: None,
     }
 }
