@@ -825,6 +825,17 @@ async fn version_discovery_health_metrics_and_unknown_paths() {
             "the server could not find the requested resource"
         );
     }
+    // A known path with another method: 405 with a Status body too.
+    let reply = server
+        .get(
+            "/api/v1/namespaces/default/serviceaccounts/default/token",
+            Some(server.admin_token.as_str()),
+        )
+        .await;
+    assert_eq!(
+        reply.assert_status(405, "MethodNotAllowed"),
+        "the server does not allow this method on the requested resource (GET)"
+    );
 }
 
 #[tokio::test]

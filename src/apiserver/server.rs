@@ -94,6 +94,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/debug/token-usage", get(token_usage))
         .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
 }
 
@@ -621,6 +622,19 @@ async fn token_usage(
         Ok(json_response(StatusCode::OK, &report))
     });
     respond(&state, ctx, result)
+}
+
+/// A known path with another method: a `Status` body, as every other error.
+async fn method_not_allowed(
+    State(state): State<Arc<ApiState>>,
+    method: Method,
+    ctx: RequestContext,
+) -> Response {
+    respond(
+        &state,
+        ctx,
+        Err(ApiError::method_not_allowed(method.as_str())),
+    )
 }
 
 async fn fallback(State(state): State<Arc<ApiState>>, mut ctx: RequestContext) -> Response {
