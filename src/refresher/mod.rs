@@ -278,9 +278,10 @@ impl<S: TokenSource> Refresher<S> {
             }
             Err(err) => {
                 slot.failures = slot.failures.saturating_add(1);
-                let retry = now
-                    .checked_add(self.backoff.delay(slot.failures, fastrand::f64()))
-                    .unwrap_or(now);
+                // A server's Retry-After is a floor under our own backoff.
+                let delay = self.backoff.delay(slot.failures, fastrand::f64());
+                let delay = err.retry_after().map_or(delay, |floor| delay.max(floor));
+                let retry = now.checked_add(delay).unwrap_or(now);
                 let expired = slot
                     .grant
                     .as_ref()

@@ -1,5 +1,8 @@
-//! Where tokens come from: the [`TokenSource`] trait, and the in-process issuer behind it.
-//! (The kube-apiserver TokenRequest client is the other implementation.)
+//! Where tokens come from: the [`TokenSource`] trait, the in-process issuer behind it, and the
+//! kube-apiserver TokenRequest client ([`kube`], connected as [`connection`] says).
+
+pub mod connection;
+pub mod kube;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -87,9 +90,25 @@ pub enum SourceError {
     /// The request itself is wrong (bad lifetime, unknown object): retrying will not help.
     #[error("token request rejected: {0}")]
     Rejected(String),
-    /// A failure that may pass (network, server overload).
+    /// A failure that may pass (network, server overload, missing permission an admin may add).
     #[error("token request failed: {0}")]
     Unavailable(String),
+    /// The server asked us to come back later (429 or 503 with `Retry-After`).
+    #[error("token request throttled: {message} (retry after {retry_after:#})")]
+    Throttled {
+        message: String,
+        retry_after: SignedDuration,
+    },
+}
+
+impl SourceError {
+    /// The least time to wait before retrying, when the server said so.
+    pub fn retry_after(&self) -> Option<SignedDuration> {
+        match self {
+            Self::Throttled { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
 }
 
 /// Something that answers TokenRequests.
