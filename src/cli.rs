@@ -38,6 +38,9 @@ pub enum Command {
     /// Fetch the emulator's token usage and fail (exit 1) when a client used stale or replaced
     /// tokens beyond the bounds.
     Check(CheckArgs),
+    /// Keep tokens from a real kube-apiserver (TokenRequest) fresh in a directory, as the kubelet
+    /// does: a sidecar, init container (--once) or docker-compose service.
+    Sidecar(Box<SidecarArgs>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -231,6 +234,112 @@ pub struct InspectArgs {
     /// CA certificate (PEM) to trust when --jwks is an https URL.
     #[arg(long, env = "PROJECTED_TOKEN_JWKS_CA")]
     pub jwks_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SidecarArgs {
+    /// Directory to project into. Without --pod it receives one volume: the token, `ca.crt` (the
+    /// cluster's CA) and `namespace`; with --pod, one sub-directory per projected volume.
+    #[arg(long, env = "PROJECTED_TOKEN_DIR")]
+    pub dir: PathBuf,
+
+    /// A Pod manifest whose projected volumes (serviceAccountToken, configMap, secret,
+    /// downwardAPI sources) are projected into `--dir/<volume-name>/`.
+    #[arg(long, env = "PROJECTED_TOKEN_POD")]
+    pub pod: Option<PathBuf>,
+
+    /// Namespace of the service account (default: the kubeconfig context's, or the one in
+    /// --credentials-dir, or `default`).
+    #[arg(long, env = "PROJECTED_TOKEN_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    /// Service account to request tokens for (without --pod).
+    #[arg(long, env = "PROJECTED_TOKEN_SERVICE_ACCOUNT", default_value = "default")]
+    pub service_account: String,
+
+    /// Audience of the token (without --pod; default: the API server's audiences).
+    #[arg(long, env = "PROJECTED_TOKEN_AUDIENCE")]
+    pub audience: Option<String>,
+
+    /// Requested lifetime in seconds (without --pod). The server decides what it grants.
+    #[arg(long, env = "PROJECTED_TOKEN_EXPIRATION_SECONDS", default_value_t = 3600)]
+    pub expiration_seconds: i64,
+
+    /// Bind the token to this pod (typically from the downward API: metadata.name).
+    #[arg(long, env = "PROJECTED_TOKEN_BOUND_POD_NAME")]
+    pub bound_pod_name: Option<String>,
+
+    /// The bound pod's uid (downward API: metadata.uid).
+    #[arg(long, env = "PROJECTED_TOKEN_BOUND_POD_UID", requires = "bound_pod_name")]
+    pub bound_pod_uid: Option<String>,
+
+    /// Use this kubeconfig instead of the in-cluster configuration.
+    #[arg(long, env = "PROJECTED_TOKEN_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Kubeconfig context (default: the current context).
+    #[arg(long, env = "PROJECTED_TOKEN_CONTEXT", requires = "kubeconfig")]
+    pub context: Option<String>,
+
+    /// In-cluster: where our own token, ca.crt and namespace are (re-read before each request).
+    #[arg(
+        long,
+        env = "PROJECTED_TOKEN_CREDENTIALS_DIR",
+        default_value = crate::source::connection::IN_CLUSTER_CREDENTIALS_DIR
+    )]
+    pub credentials_dir: PathBuf,
+
+    /// Serve /healthz, /readyz and /metrics over plain HTTP here (e.g. 0.0.0.0:9090).
+    #[arg(long, env = "PROJECTED_TOKEN_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
+    /// After each rotation, send this signal (HUP, USR1, ...) to --signal-pid or the pid in
+    /// --signal-pid-file.
+    #[arg(long, env = "PROJECTED_TOKEN_ON_ROTATE_SIGNAL")]
+    pub on_rotate_signal: Option<String>,
+
+    #[arg(long, env = "PROJECTED_TOKEN_SIGNAL_PID", conflicts_with = "signal_pid_file")]
+    pub signal_pid: Option<i32>,
+
+    /// A file holding the pid to signal, read at each rotation (the app may restart).
+    #[arg(long, env = "PROJECTED_TOKEN_SIGNAL_PID_FILE")]
+    pub signal_pid_file: Option<PathBuf>,
+
+    /// After each rotation, run this command (no shell; arguments split at spaces), with
+    /// PROJECTED_TOKEN_PATH, PROJECTED_TOKEN_EXPIRES_AT, ... in its environment.
+    #[arg(long, env = "PROJECTED_TOKEN_ON_ROTATE_EXEC")]
+    pub on_rotate_exec: Option<String>,
+
+    /// Time limit of --on-rotate-exec and --on-rotate-http (e.g. 30s).
+    #[arg(long, env = "PROJECTED_TOKEN_HOOK_TIMEOUT", default_value = "30s")]
+    pub hook_timeout: jiff::SignedDuration,
+
+    /// After each rotation, POST a JSON description (never the token) to this URL.
+    #[arg(long, env = "PROJECTED_TOKEN_ON_ROTATE_HTTP")]
+    pub on_rotate_http: Option<reqwest::Url>,
+
+    /// Write every token once and exit (an init container); non-zero with the reason on failure.
+    #[arg(long, env = "PROJECTED_TOKEN_ONCE")]
+    pub once: bool,
+
+    /// First retry delay after a failure; doubles per failure with full jitter up to --backoff-cap.
+    #[arg(long, env = "PROJECTED_TOKEN_BACKOFF_INITIAL", default_value = "1s")]
+    pub backoff_initial: jiff::SignedDuration,
+
+    #[arg(long, env = "PROJECTED_TOKEN_BACKOFF_CAP", default_value = "60s")]
+    pub backoff_cap: jiff::SignedDuration,
+
+    /// A config map's data as a directory of files: NAME=DIR (with --pod).
+    #[arg(long = "configmap", env = "PROJECTED_TOKEN_CONFIGMAPS", value_delimiter = ',')]
+    pub configmaps: Vec<String>,
+
+    /// A secret's data as a directory of files: NAME=DIR (with --pod).
+    #[arg(long = "secret", env = "PROJECTED_TOKEN_SECRETS", value_delimiter = ',')]
+    pub secrets: Vec<String>,
+
+    /// Skip fsync of files and directories.
+    #[arg(long, env = "PROJECTED_TOKEN_NO_FSYNC")]
+    pub no_fsync: bool,
 }
 
 #[derive(Debug, Args)]

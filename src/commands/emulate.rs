@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use super::serve::print_api_summary;
-use super::setup::{load_issuer, load_objects, read_text, start_api, LoadedIssuer};
+use super::setup::{load_issuer, load_objects, start_api, LoadedIssuer};
 use super::{shutdown_signal, CommandError};
 use crate::apiserver::authn::lock;
 use crate::apiserver::ledger::Rotation;
@@ -13,11 +13,11 @@ use crate::cli::EmulateArgs;
 use crate::clock::{Clock, SystemClock};
 use crate::issuer::objects::{ObjectStore, StoredPod};
 use crate::issuer::Issuer;
-use crate::projection::spec::{
-    default_volume_name, default_volume_source, parse_pod_manifest, plan_pod_volumes, plan_volume,
-    DataSources, PlannedFile, PodInfo,
+use super::volumes::{
+    drop_ownership_unless_root, load_named_dirs, log_rotation, pod_volumes, recover_volumes,
+    single_volume,
 };
-use crate::projection::{AtomicWriter, WriterOptions};
+use crate::projection::spec::{default_volume_name, default_volume_source, DataSources, PodInfo};
 use crate::refresher::{ProjectedVolume, Refresher, RotationEvent};
 use crate::source::LocalIssuerSource;
 
@@ -50,17 +50,7 @@ pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
         }
     });
 
-    for volume in &volumes {
-        let report = volume.writer.recover().map_err(|e| {
-            CommandError::failure(format!(
-                "cannot prepare {}: {e}",
-                volume.writer.target_dir().display()
-            ))
-        })?;
-        if !report.removed.is_empty() {
-            tracing::info!(dir = %volume.writer.target_dir().display(), cleaned = ?report.removed, "cleaned leftovers of an earlier crash");
-        }
-    }
+    recover_volumes(&volumes)?;
 
     let api = if args.no_serve {
         None
@@ -166,74 +156,13 @@ fn print_summary(
     print!("{out}");
 }
 
-/// Reads `NAME=DIR` pairs into name -> file name -> bytes. Hidden names (such as a projected
-/// volume's own `..data`) are skipped, so another projected directory can serve as a source.
-fn load_named_dirs(
-    flag: &str,
-    pairs: &[String],
-) -> Result<BTreeMap<String, BTreeMap<String, Vec<u8>>>, CommandError> {
-    let mut out = BTreeMap::new();
-    for pair in pairs {
-        let Some((name, dir)) = pair
-            .split_once('=')
-            .filter(|(n, d)| !n.is_empty() && !d.is_empty())
-        else {
-            return Err(CommandError::usage(format!(
-                "{flag} {pair:?}: expected NAME=DIR, e.g. {flag} app-config=./config"
-            )));
-        };
-        let entries = std::fs::read_dir(dir)
-            .map_err(|e| CommandError::usage(format!("{flag} {name}={dir}: {e}")))?;
-        let mut files = BTreeMap::new();
-        for entry in entries {
-            let entry =
-                entry.map_err(|e| CommandError::usage(format!("{flag} {name}={dir}: {e}")))?;
-            let file_name = entry.file_name().to_string_lossy().into_owned();
-            if file_name.starts_with('.') || !entry.path().is_file() {
-                continue;
-            }
-            let bytes = std::fs::read(entry.path()).map_err(|e| {
-                CommandError::usage(format!("{flag} {name}={dir}: {file_name}: {e}"))
-            })?;
-            files.insert(file_name, bytes);
-        }
-        out.insert(name.to_owned(), files);
-    }
-    Ok(out)
-}
-
 fn plan_volumes(
     args: &EmulateArgs,
     data: &DataSources,
 ) -> Result<Vec<ProjectedVolume>, CommandError> {
     let fsync = !args.no_fsync;
     match &args.pod {
-        Some(path) => {
-            let text = read_text("--pod", path)?;
-            let usage = |e: &dyn std::fmt::Display| {
-                CommandError::usage(format!("--pod {}: {e}", path.display()))
-            };
-            let pod = parse_pod_manifest(&text).map_err(|e| usage(&e))?;
-            let mut info = PodInfo::from_pod(&pod).map_err(|e| usage(&e))?;
-            if info.uid.is_empty() {
-                info.uid = uuid::Uuid::new_v4().to_string();
-            }
-            let plans = plan_pod_volumes(&pod, &info, data).map_err(|e| usage(&e))?;
-            Ok(plans
-                .into_iter()
-                .map(|plan| ProjectedVolume {
-                    writer: AtomicWriter::new(
-                        args.dir.join(&plan.name),
-                        WriterOptions {
-                            fsync,
-                            fs_group: plan.fs_group,
-                        },
-                    ),
-                    pod: info.clone(),
-                    plan,
-                })
-                .collect())
-        }
+        Some(path) => pod_volumes(&args.dir, path, data, fsync, true),
         None => {
             let info = PodInfo {
                 namespace: args.namespace.clone(),
@@ -243,69 +172,7 @@ fn plan_volumes(
                 ..PodInfo::default()
             };
             let name = default_volume_name(|n| fastrand::usize(..n));
-            let plan = plan_volume(
-                &name,
-                "kube-api-access",
-                &default_volume_source(),
-                &info,
-                data,
-            )
-            .map_err(|e| CommandError::usage(e.to_string()))?;
-            Ok(vec![ProjectedVolume {
-                writer: AtomicWriter::new(
-                    args.dir.clone(),
-                    WriterOptions {
-                        fsync,
-                        fs_group: None,
-                    },
-                ),
-                pod: info,
-                plan,
-            }])
+            single_volume(&args.dir, &name, &default_volume_source(), info, data, fsync)
         }
     }
-}
-
-/// chown needs root (or the target ids to be our own): outside root, keep the modes the kubelet
-/// would use but skip ownership rather than fail, and say so.
-fn drop_ownership_unless_root(volume: &mut ProjectedVolume, is_root: bool) {
-    if is_root {
-        return;
-    }
-    let own_uid = rustix::process::geteuid().as_raw();
-    let mut dropped = false;
-    for file in &mut volume.plan.files {
-        if let PlannedFile::Token(spec) = file {
-            if spec.fs_user.is_some_and(|user| user != own_uid) {
-                spec.fs_user = None;
-                dropped = true;
-            }
-        }
-    }
-    let options = WriterOptions {
-        fs_group: None,
-        ..WriterOptions::default()
-    };
-    if volume.plan.fs_group.is_some() {
-        dropped = true;
-        volume.writer = AtomicWriter::new(volume.writer.target_dir().to_path_buf(), options);
-    }
-    if dropped {
-        tracing::warn!(volume = %volume.plan.name, "not running as root: fsGroup/runAsUser ownership is not applied (file modes still are)");
-    }
-}
-
-fn log_rotation(event: &RotationEvent) {
-    let fmt = |t: Option<jiff::Timestamp>| t.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
-    tracing::info!(
-        volume = %event.volume,
-        dir = %event.dir.display(),
-        path = %event.path,
-        jti = event.new_jti.as_deref().unwrap_or("-"),
-        iat = %fmt(event.issued_at),
-        exp = %fmt(event.expires_at),
-        warnafter = %fmt(event.warn_after),
-        next_refresh = %event.next_refresh,
-        "token rotated"
-    );
 }

@@ -5,6 +5,8 @@ pub mod emulate;
 pub mod inspect;
 pub mod serve;
 pub mod setup;
+pub mod sidecar;
+pub mod volumes;
 
 use std::process::ExitCode;
 
@@ -57,6 +59,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Emulate(args) => emulate::run(*args).await,
             Command::Inspect(args) => inspect::run(&args).await,
             Command::Serve(args) => serve::run(*args).await,
+            Command::Sidecar(args) => sidecar::run(*args).await,
             Command::Check(args) => check::run(&args).await,
         }
     });

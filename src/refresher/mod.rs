@@ -6,7 +6,7 @@
 //! next refresh by the kubelet's rule with a fresh jitter.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +19,8 @@ use crate::projection::spec::{PodInfo, VolumePlan};
 use crate::projection::{AtomicWriter, WriteOutcome};
 use crate::source::{BoundPod, SourceError, TokenGrant, TokenRequest, TokenSource};
 use crate::token::refresh::JITTER_STEPS;
+
+pub mod heal;
 
 /// One projected volume of one pod, and where it is written.
 #[derive(Debug, Clone)]
@@ -116,6 +118,51 @@ struct VolumeState {
 }
 
 type RotationHook = Box<dyn Fn(&RotationEvent) + Send + Sync>;
+
+/// Requests to a running refresher, from signal handlers and directory watchers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Refresh every token now (SIGHUP).
+    RefreshAll,
+    /// Rewrite one volume from the tokens in hand: restores a layout someone else changed.
+    Rewrite { volume: usize },
+}
+
+/// What readiness probes and metrics know of one token. Never holds the token.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TokenStatus {
+    pub volume: String,
+    pub dir: PathBuf,
+    pub path: String,
+    /// Whether a token of this slot is on disk.
+    pub written: bool,
+    /// The end of the token on disk's life: the earliest of status expiration, `exp`, `warnafter`.
+    pub expires_at: Option<Timestamp>,
+    pub next_refresh: Option<Timestamp>,
+    pub successes: u64,
+    /// Failures by reason: `rejected`, `unavailable`, `throttled`, `write`.
+    pub failures: BTreeMap<&'static str, u64>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<Timestamp>,
+}
+
+impl TokenStatus {
+    /// Present on disk and not past its effective expiry.
+    pub fn is_ready(&self, now: Timestamp) -> bool {
+        self.written && self.expires_at.is_some_and(|end| now < end)
+    }
+}
+
+/// Shared, cheap snapshot of every token's status, in volume and source order.
+pub type StatusBoard = Arc<std::sync::Mutex<Vec<TokenStatus>>>;
+
+fn failure_reason(err: &SourceError) -> &'static str {
+    match err {
+        SourceError::Rejected(_) => "rejected",
+        SourceError::Unavailable(_) => "unavailable",
+        SourceError::Throttled { .. } => "throttled",
+    }
+}
 type QueueEntry = (Timestamp, usize, usize, u64);
 
 /// Keeps every token of every volume fresh on disk.
@@ -127,6 +174,9 @@ pub struct Refresher<S> {
     queue: BinaryHeap<Reverse<QueueEntry>>,
     backoff: Backoff,
     on_rotation: Vec<RotationHook>,
+    control_tx: tokio::sync::mpsc::UnboundedSender<Control>,
+    control_rx: tokio::sync::mpsc::UnboundedReceiver<Control>,
+    status: StatusBoard,
 }
 
 impl<S: TokenSource> Refresher<S> {
@@ -143,7 +193,9 @@ impl<S: TokenSource> Refresher<S> {
                             service_account: volume.pod.service_account.clone(),
                             audiences: spec.audience.iter().cloned().collect(),
                             expiration_seconds: spec.expiration_seconds,
-                            bound_pod: Some(BoundPod {
+                            // A volume without a pod name (a sidecar given no --bound-pod-name)
+                            // asks for unbound tokens.
+                            bound_pod: (!volume.pod.name.is_empty()).then(|| BoundPod {
                                 name: volume.pod.name.clone(),
                                 uid: volume.pod.uid.clone(),
                                 node_name: volume.pod.node_name.clone(),
@@ -165,6 +217,18 @@ impl<S: TokenSource> Refresher<S> {
                 }
             })
             .collect();
+        let status: Vec<TokenStatus> = volumes
+            .iter()
+            .flat_map(|state: &VolumeState| {
+                state.tokens.iter().map(|slot| TokenStatus {
+                    volume: state.volume.plan.name.clone(),
+                    dir: state.volume.writer.target_dir().to_path_buf(),
+                    path: slot.path.clone(),
+                    ..TokenStatus::default()
+                })
+            })
+            .collect();
+        let (control_tx, control_rx) = tokio::sync::mpsc::unbounded_channel();
         Self {
             source,
             clock,
@@ -172,6 +236,44 @@ impl<S: TokenSource> Refresher<S> {
             queue: BinaryHeap::new(),
             backoff: Backoff::default(),
             on_rotation: Vec::new(),
+            control_tx,
+            control_rx,
+            status: Arc::new(std::sync::Mutex::new(status)),
+        }
+    }
+
+    /// A handle to send [`Control`] requests to the running refresher.
+    pub fn control(&self) -> tokio::sync::mpsc::UnboundedSender<Control> {
+        self.control_tx.clone()
+    }
+
+    /// The status of every token, updated as the refresher works.
+    pub fn status_board(&self) -> StatusBoard {
+        self.status.clone()
+    }
+
+    /// Index into the status board of one token.
+    fn status_index(&self, volume_index: usize, token_index: usize) -> usize {
+        self.volumes[..volume_index]
+            .iter()
+            .map(|v| v.tokens.len())
+            .sum::<usize>()
+            + token_index
+    }
+
+    fn update_status(
+        &self,
+        volume_index: usize,
+        token_index: usize,
+        update: impl FnOnce(&mut TokenStatus),
+    ) {
+        let index = self.status_index(volume_index, token_index);
+        let mut board = self
+            .status
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(status) = board.get_mut(index) {
+            update(status);
         }
     }
 
@@ -212,23 +314,80 @@ impl<S: TokenSource> Refresher<S> {
         Ok(())
     }
 
+    /// Writes every volume once and fails on any failure, retryable or not (`--once`).
+    pub async fn project_once(&mut self) -> Result<(), RefresherError> {
+        for volume_index in 0..self.volumes.len() {
+            for token_index in 0..self.volumes[volume_index].tokens.len() {
+                if let Err(err) = self.refresh_token(volume_index, token_index).await {
+                    let state = &self.volumes[volume_index];
+                    return Err(RefresherError::Rejected {
+                        volume: state.volume.plan.name.clone(),
+                        path: state.tokens[token_index].path.clone(),
+                        source: err,
+                    });
+                }
+            }
+            self.write_volume(volume_index)
+                .await
+                .map_err(|message| RefresherError::Write {
+                    volume: self.volumes[volume_index].volume.plan.name.clone(),
+                    message,
+                })?;
+        }
+        Ok(())
+    }
+
+    fn handle_control(&mut self, control: Control) -> Option<usize> {
+        match control {
+            Control::RefreshAll => {
+                let now = self.clock.now();
+                for volume_index in 0..self.volumes.len() {
+                    for token_index in 0..self.volumes[volume_index].tokens.len() {
+                        self.schedule(volume_index, token_index, now);
+                    }
+                }
+                None
+            }
+            Control::Rewrite { volume } => (volume < self.volumes.len()).then_some(volume),
+        }
+    }
+
     /// Projects every volume, then keeps them fresh until `shutdown` completes. A write in
     /// progress when `shutdown` fires is finished first, so no temporary directory is left.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), RefresherError> {
         self.project_all().await?;
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            let Some(Reverse((deadline, ..))) = self.queue.peek().copied() else {
-                shutdown.await;
-                return Ok(());
-            };
-            let wait = deadline.duration_since(self.clock.now());
-            if wait.is_positive() {
-                let sleep = tokio::time::sleep(Duration::try_from(wait).unwrap_or(Duration::ZERO));
-                tokio::select! {
-                    _ = sleep => {}
-                    _ = &mut shutdown => return Ok(()),
+            // Sleep until the earliest deadline (or forever when there is none), waking early
+            // for a control request or shutdown: no polling.
+            let wait = self
+                .queue
+                .peek()
+                .map(|Reverse((deadline, ..))| deadline.duration_since(self.clock.now()))
+                .map(|wait| Duration::try_from(wait).unwrap_or(Duration::ZERO));
+            let sleep = async {
+                match wait {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => std::future::pending().await,
                 }
+            };
+            tokio::select! {
+                _ = sleep => {}
+                Some(control) = self.control_rx.recv() => {
+                    let mut rewrite = BTreeSet::new();
+                    rewrite.extend(self.handle_control(control));
+                    // Watchers send bursts (a swap is several events): take them all at once.
+                    while let Ok(control) = self.control_rx.try_recv() {
+                        rewrite.extend(self.handle_control(control));
+                    }
+                    for volume in rewrite {
+                        if let Err(message) = self.restore_volume(volume).await {
+                            tracing::error!(volume = %self.volumes[volume].volume.plan.name, error = %message, "restoring the layout failed");
+                        }
+                    }
+                    continue;
+                }
+                _ = &mut shutdown => return Ok(()),
             }
             let now = self.clock.now();
             let mut due_volumes = BTreeSet::new();
@@ -274,6 +433,10 @@ impl<S: TokenSource> Refresher<S> {
                 slot.failures = 0;
                 slot.unpublished = true;
                 self.schedule(volume_index, token_index, next);
+                self.update_status(volume_index, token_index, |status| {
+                    status.successes += 1;
+                    status.next_refresh = Some(next);
+                });
                 Ok(())
             }
             Err(err) => {
@@ -297,9 +460,29 @@ impl<S: TokenSource> Refresher<S> {
                     if expired { "; the token on disk has expired" } else { "" }
                 );
                 self.schedule(volume_index, token_index, retry);
+                self.update_status(volume_index, token_index, |status| {
+                    *status.failures.entry(failure_reason(&err)).or_default() += 1;
+                    status.last_error = Some(err.to_string());
+                    status.last_error_at = Some(now);
+                    status.next_refresh = Some(retry);
+                });
                 Err(err)
             }
         }
+    }
+
+    /// Puts back a volume someone else changed: clears crash-like leftovers, then rewrites it from
+    /// the tokens in hand (an intact layout is left as it is).
+    async fn restore_volume(&mut self, volume_index: usize) -> Result<(), String> {
+        let report = self.volumes[volume_index]
+            .volume
+            .writer
+            .recover()
+            .map_err(|e| e.to_string())?;
+        if !report.removed.is_empty() {
+            tracing::warn!(volume = %self.volumes[volume_index].volume.plan.name, removed = ?report.removed, "cleaned a changed layout");
+        }
+        self.write_volume(volume_index).await
     }
 
     /// (Re)schedules one token; any earlier queue entry of it becomes stale.
@@ -341,6 +524,12 @@ impl<S: TokenSource> Refresher<S> {
                     .unwrap_or(now);
                 for token_index in 0..state.tokens.len() {
                     self.schedule(volume_index, token_index, retry);
+                    self.update_status(volume_index, token_index, |status| {
+                        *status.failures.entry("write").or_default() += 1;
+                        status.last_error = Some(message.clone());
+                        status.last_error_at = Some(now);
+                        status.next_refresh = Some(retry);
+                    });
                 }
                 return Err(message);
             }
@@ -349,10 +538,12 @@ impl<S: TokenSource> Refresher<S> {
             return Ok(());
         };
         let state = &mut self.volumes[volume_index];
-        for slot in state.tokens.iter_mut() {
+        let mut published = Vec::new();
+        for (token_index, slot) in state.tokens.iter_mut().enumerate() {
             let Some(grant) = slot.grant.as_ref().filter(|_| slot.unpublished) else {
                 continue;
             };
+            published.push((token_index, grant.lifetime().ends_at));
             let next_refresh = slot.next_due;
             let event = RotationEvent {
                 volume: state.volume.plan.name.clone(),
@@ -375,6 +566,12 @@ impl<S: TokenSource> Refresher<S> {
             for hook in &self.on_rotation {
                 hook(&event);
             }
+        }
+        for (token_index, ends_at) in published {
+            self.update_status(volume_index, token_index, |status| {
+                status.written = true;
+                status.expires_at = Some(ends_at);
+            });
         }
         Ok(())
     }
