@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod health;
+pub mod hooks;
 pub mod issuer;
 pub mod projection;
 pub mod refresher;

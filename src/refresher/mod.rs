@@ -31,7 +31,8 @@ pub struct ProjectedVolume {
 }
 
 /// What one rotation did, for logs, hooks, metrics and the usage ledger. Never holds the token.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serializes to JSON with RFC 3339 times (what HTTP rotation hooks POST).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RotationEvent {
     pub volume: String,
     pub dir: PathBuf,
