@@ -254,7 +254,11 @@ pub struct SidecarArgs {
     pub namespace: Option<String>,
 
     /// Service account to request tokens for (without --pod).
-    #[arg(long, env = "PROJECTED_TOKEN_SERVICE_ACCOUNT", default_value = "default")]
+    #[arg(
+        long,
+        env = "PROJECTED_TOKEN_SERVICE_ACCOUNT",
+        default_value = "default"
+    )]
     pub service_account: String,
 
     /// Audience of the token (without --pod; default: the API server's audiences).
@@ -262,7 +266,11 @@ pub struct SidecarArgs {
     pub audience: Option<String>,
 
     /// Requested lifetime in seconds (without --pod). The server decides what it grants.
-    #[arg(long, env = "PROJECTED_TOKEN_EXPIRATION_SECONDS", default_value_t = 3600)]
+    #[arg(
+        long,
+        env = "PROJECTED_TOKEN_EXPIRATION_SECONDS",
+        default_value_t = 3600
+    )]
     pub expiration_seconds: i64,
 
     /// Bind the token to this pod (typically from the downward API: metadata.name).
@@ -270,7 +278,11 @@ pub struct SidecarArgs {
     pub bound_pod_name: Option<String>,
 
     /// The bound pod's uid (downward API: metadata.uid).
-    #[arg(long, env = "PROJECTED_TOKEN_BOUND_POD_UID", requires = "bound_pod_name")]
+    #[arg(
+        long,
+        env = "PROJECTED_TOKEN_BOUND_POD_UID",
+        requires = "bound_pod_name"
+    )]
     pub bound_pod_uid: Option<String>,
 
     /// Use this kubeconfig instead of the in-cluster configuration.
@@ -298,7 +310,11 @@ pub struct SidecarArgs {
     #[arg(long, env = "PROJECTED_TOKEN_ON_ROTATE_SIGNAL")]
     pub on_rotate_signal: Option<String>,
 
-    #[arg(long, env = "PROJECTED_TOKEN_SIGNAL_PID", conflicts_with = "signal_pid_file")]
+    #[arg(
+        long,
+        env = "PROJECTED_TOKEN_SIGNAL_PID",
+        conflicts_with = "signal_pid_file"
+    )]
     pub signal_pid: Option<i32>,
 
     /// A file holding the pid to signal, read at each rotation (the app may restart).
@@ -330,11 +346,19 @@ pub struct SidecarArgs {
     pub backoff_cap: jiff::SignedDuration,
 
     /// A config map's data as a directory of files: NAME=DIR (with --pod).
-    #[arg(long = "configmap", env = "PROJECTED_TOKEN_CONFIGMAPS", value_delimiter = ',')]
+    #[arg(
+        long = "configmap",
+        env = "PROJECTED_TOKEN_CONFIGMAPS",
+        value_delimiter = ','
+    )]
     pub configmaps: Vec<String>,
 
     /// A secret's data as a directory of files: NAME=DIR (with --pod).
-    #[arg(long = "secret", env = "PROJECTED_TOKEN_SECRETS", value_delimiter = ',')]
+    #[arg(
+        long = "secret",
+        env = "PROJECTED_TOKEN_SECRETS",
+        value_delimiter = ','
+    )]
     pub secrets: Vec<String>,
 
     /// Skip fsync of files and directories.

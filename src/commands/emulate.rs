@@ -1,11 +1,14 @@
 //! `emulate`: the embedded issuer plus the kubelet's projector, no cluster needed; by default it
 //! also serves the emulated API (as `serve`), whose usage ledger learns of every rotation.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use super::serve::print_api_summary;
 use super::setup::{load_issuer, load_objects, start_api, LoadedIssuer};
+use super::volumes::{
+    drop_ownership_unless_root, load_named_dirs, log_rotation, pod_volumes, recover_volumes,
+    single_volume,
+};
 use super::{shutdown_signal, CommandError};
 use crate::apiserver::authn::lock;
 use crate::apiserver::ledger::Rotation;
@@ -13,10 +16,6 @@ use crate::cli::EmulateArgs;
 use crate::clock::{Clock, SystemClock};
 use crate::issuer::objects::{ObjectStore, StoredPod};
 use crate::issuer::Issuer;
-use super::volumes::{
-    drop_ownership_unless_root, load_named_dirs, log_rotation, pod_volumes, recover_volumes,
-    single_volume,
-};
 use crate::projection::spec::{default_volume_name, default_volume_source, DataSources, PodInfo};
 use crate::refresher::{ProjectedVolume, Refresher, RotationEvent};
 use crate::source::LocalIssuerSource;
@@ -172,7 +171,14 @@ fn plan_volumes(
                 ..PodInfo::default()
             };
             let name = default_volume_name(|n| fastrand::usize(..n));
-            single_volume(&args.dir, &name, &default_volume_source(), info, data, fsync)
+            single_volume(
+                &args.dir,
+                &name,
+                &default_volume_source(),
+                info,
+                data,
+                fsync,
+            )
         }
     }
 }

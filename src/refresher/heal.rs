@@ -14,7 +14,12 @@ pub fn watch_volumes(
     dirs: &[PathBuf],
     control: UnboundedSender<Control>,
 ) -> Result<notify::RecommendedWatcher, notify::Error> {
-    let watched: Vec<PathBuf> = dirs.to_vec();
+    // Watched as absolute paths, so the paths in events compare with them whatever the cwd.
+    let watched: Vec<PathBuf> = dirs
+        .iter()
+        .map(|dir| std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone()))
+        .collect();
+    let to_watch = watched.clone();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let Ok(event) = event else {
             return;
@@ -23,14 +28,16 @@ pub fn watch_volumes(
         if matches!(event.kind, EventKind::Access(_)) {
             return;
         }
+        tracing::debug!(kind = ?event.kind, paths = ?event.paths, "volume directory changed");
         for (volume, dir) in watched.iter().enumerate() {
             if event.paths.iter().any(|p| p.starts_with(dir)) {
                 let _ = control.send(Control::Rewrite { volume });
             }
         }
     })?;
-    for dir in dirs {
-        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    for dir in &to_watch {
+        // Recursive: a write through `token` lands in the timestamped directory.
+        watcher.watch(dir, RecursiveMode::Recursive)?;
     }
     Ok(watcher)
 }

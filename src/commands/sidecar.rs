@@ -1,0 +1,282 @@
+//! `sidecar`: tokens from a real kube-apiserver (TokenRequest), kept fresh on disk as the kubelet
+//! does, through outages, restarts and tampering; hooks tell the app when a token changed.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{
+    ConfigMapProjection, DownwardAPIProjection, DownwardAPIVolumeFile, KeyToPath,
+    ObjectFieldSelector, ProjectedVolumeSource, ServiceAccountTokenProjection, VolumeProjection,
+};
+
+use super::volumes::{
+    drop_ownership_unless_root, load_named_dirs, log_rotation, pod_volumes, recover_volumes,
+    single_volume,
+};
+use super::{shutdown_signal, CommandError};
+use crate::cli::SidecarArgs;
+use crate::clock::{Clock, SystemClock};
+use crate::health::{self, HealthState};
+use crate::hooks::{parse_signal, Hook, HookRunner, SignalTarget};
+use crate::projection::spec::{DataSources, PodInfo};
+use crate::refresher::{heal, Backoff, Control, ProjectedVolume, Refresher};
+use crate::source::connection::{self, ConnectionSpec};
+use crate::source::kube::KubeTokenSource;
+
+/// The volume name (and log label) of the flag-defined token.
+const VOLUME_NAME: &str = "token";
+
+pub async fn run(args: SidecarArgs) -> Result<(), CommandError> {
+    let shutdown = shutdown_signal()?;
+    let connection = connect(&args)?;
+    let client = connection
+        .client()
+        .map_err(|e| CommandError::usage(e.to_string()))?;
+    let ca_pem = connection
+        .ca_pem()
+        .map_err(|e| CommandError::usage(e.to_string()))?;
+    let namespace = args
+        .namespace
+        .clone()
+        .or_else(|| connection.namespace.clone())
+        .unwrap_or_else(|| "default".to_owned());
+    let data = DataSources {
+        root_ca: ca_pem,
+        configmaps: load_named_dirs("--configmap", &args.configmaps)?,
+        secrets: load_named_dirs("--secret", &args.secrets)?,
+    };
+    let mut volumes = plan(&args, &namespace, &data)?;
+    let is_root = rustix::process::geteuid().is_root();
+    for volume in &mut volumes {
+        drop_ownership_unless_root(volume, is_root);
+    }
+    recover_volumes(&volumes)?;
+    let hooks = Arc::new(HookRunner::new(hooks(&args)?, client.clone()));
+    let dirs: Vec<_> = volumes
+        .iter()
+        .map(|v| v.writer.target_dir().to_path_buf())
+        .collect();
+    tracing::info!(server = %connection.server, identity = %connection.identity, namespace = %namespace, volumes = dirs.len(), "sidecar starting");
+
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let source = KubeTokenSource::new(connection, client, clock.clone());
+    let backoff = Backoff {
+        initial: args.backoff_initial,
+        cap: args.backoff_cap.max(args.backoff_initial),
+    };
+    let mut refresher = Refresher::new(Arc::new(source), clock.clone(), volumes)
+        .with_backoff(backoff)
+        .on_rotation(log_rotation);
+    if args.once {
+        return refresher
+            .project_once()
+            .await
+            .map_err(|e| CommandError::failure(e.to_string()));
+    }
+
+    // Hooks run on their own task, in order, so a slow one never holds up a refresh.
+    if !hooks.hooks().is_empty() {
+        let (queue, _worker) = hooks.clone().spawn_worker();
+        refresher = refresher.on_rotation(move |event| {
+            queue.submit(event.clone());
+        });
+    }
+    let control = refresher.control();
+    let _health = match args.metrics_listen {
+        Some(addr) => Some(serve_health(addr, refresher.status_board(), clock, hooks).await?),
+        None => None,
+    };
+    // SIGHUP refreshes every token now.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| CommandError::failure(format!("cannot listen for SIGHUP: {e}")))?;
+    let hangup_control = control.clone();
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            tracing::info!("SIGHUP: refreshing every token now");
+            let _ = hangup_control.send(Control::RefreshAll);
+        }
+    });
+    // The watcher lives until run() returns; dropping it stops it.
+    let _watcher = heal::watch_volumes(&dirs, control)
+        .map_err(|e| CommandError::failure(format!("cannot watch the token directories: {e}")))?;
+    refresher
+        .run(shutdown)
+        .await
+        .map_err(|e| CommandError::failure(e.to_string()))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Kubeconfig when given, in-cluster otherwise.
+fn connect(args: &SidecarArgs) -> Result<ConnectionSpec, CommandError> {
+    match &args.kubeconfig {
+        Some(path) => {
+            let config = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+                CommandError::usage(format!("--kubeconfig {}: {e}", path.display()))
+            })?;
+            connection::from_kubeconfig(&config, args.context.as_deref())
+                .map_err(|e| CommandError::usage(format!("--kubeconfig {}: {e}", path.display())))
+        }
+        None => connection::in_cluster(
+            std::env::var("KUBERNETES_SERVICE_HOST").ok().as_deref(),
+            std::env::var("KUBERNETES_SERVICE_PORT").ok().as_deref(),
+            &args.credentials_dir,
+        )
+        .map_err(|e| CommandError::usage(e.to_string())),
+    }
+}
+
+/// The volumes to keep: every projected volume of --pod, or one from the flags.
+fn plan(
+    args: &SidecarArgs,
+    namespace: &str,
+    data: &DataSources,
+) -> Result<Vec<ProjectedVolume>, CommandError> {
+    let fsync = !args.no_fsync;
+    if let Some(path) = &args.pod {
+        let mut volumes = pod_volumes(&args.dir, path, data, fsync, false)?;
+        for volume in &mut volumes {
+            // The target namespace wins over the manifest's when given.
+            if args.namespace.is_some() || volume.pod.namespace.is_empty() {
+                volume.pod.namespace = namespace.to_owned();
+            }
+        }
+        return Ok(volumes);
+    }
+    let info = PodInfo {
+        namespace: namespace.to_owned(),
+        name: args.bound_pod_name.clone().unwrap_or_default(),
+        uid: args.bound_pod_uid.clone().unwrap_or_default(),
+        service_account: args.service_account.clone(),
+        ..PodInfo::default()
+    };
+    single_volume(
+        &args.dir,
+        VOLUME_NAME,
+        &flag_volume_source(args.audience.clone(), args.expiration_seconds),
+        info,
+        data,
+        fsync,
+    )
+}
+
+/// The volume the flags describe: the token, the cluster CA and the namespace, as the default
+/// `kube-api-access` volume but with the requested audience and lifetime.
+fn flag_volume_source(audience: Option<String>, expiration_seconds: i64) -> ProjectedVolumeSource {
+    ProjectedVolumeSource {
+        default_mode: Some(0o644),
+        sources: Some(vec![
+            VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    audience,
+                    expiration_seconds: Some(expiration_seconds),
+                    path: "token".into(),
+                    ..ServiceAccountTokenProjection::default()
+                }),
+                ..VolumeProjection::default()
+            },
+            VolumeProjection {
+                config_map: Some(ConfigMapProjection {
+                    name: "kube-root-ca.crt".into(),
+                    items: Some(vec![KeyToPath {
+                        key: "ca.crt".into(),
+                        path: "ca.crt".into(),
+                        ..KeyToPath::default()
+                    }]),
+                    optional: None,
+                }),
+                ..VolumeProjection::default()
+            },
+            VolumeProjection {
+                downward_api: Some(DownwardAPIProjection {
+                    items: Some(vec![DownwardAPIVolumeFile {
+                        path: "namespace".into(),
+                        field_ref: Some(ObjectFieldSelector {
+                            api_version: Some("v1".into()),
+                            field_path: "metadata.namespace".into(),
+                        }),
+                        ..DownwardAPIVolumeFile::default()
+                    }]),
+                }),
+                ..VolumeProjection::default()
+            },
+        ]),
+        ..ProjectedVolumeSource::default()
+    }
+}
+
+fn hooks(args: &SidecarArgs) -> Result<Vec<Hook>, CommandError> {
+    let mut hooks = Vec::new();
+    let timeout = std::time::Duration::try_from(args.hook_timeout)
+        .map_err(|_| CommandError::usage("--hook-timeout must be positive, e.g. 30s".to_owned()))?;
+    if let Some(name) = &args.on_rotate_signal {
+        let signal = parse_signal(name)
+            .map_err(|e| CommandError::usage(format!("--on-rotate-signal {name:?}: {e}")))?;
+        let target = match (&args.signal_pid, &args.signal_pid_file) {
+            (Some(pid), _) => SignalTarget::Pid(*pid),
+            (None, Some(path)) => SignalTarget::PidFile(path.clone()),
+            (None, None) => {
+                return Err(CommandError::usage(
+                    "--on-rotate-signal needs --signal-pid or --signal-pid-file",
+                ))
+            }
+        };
+        hooks.push(Hook::Signal { target, signal });
+    } else if args.signal_pid.is_some() || args.signal_pid_file.is_some() {
+        return Err(CommandError::usage(
+            "--signal-pid/--signal-pid-file need --on-rotate-signal (e.g. HUP)",
+        ));
+    }
+    if let Some(command) = &args.on_rotate_exec {
+        let argv: Vec<String> = command.split_whitespace().map(str::to_owned).collect();
+        if argv.is_empty() {
+            return Err(CommandError::usage(
+                "--on-rotate-exec is empty; give a command",
+            ));
+        }
+        hooks.push(Hook::Exec {
+            command: argv,
+            timeout,
+        });
+    }
+    if let Some(url) = &args.on_rotate_http {
+        hooks.push(Hook::Http {
+            url: url.clone(),
+            timeout,
+        });
+    }
+    Ok(hooks)
+}
+
+/// Serves /healthz, /readyz and /metrics until the process ends.
+async fn serve_health(
+    addr: std::net::SocketAddr,
+    status: crate::refresher::StatusBoard,
+    clock: Arc<dyn Clock>,
+    hooks: Arc<HookRunner>,
+) -> Result<tokio::task::JoinHandle<()>, CommandError> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        CommandError::failure(format!("--metrics-listen {addr}: {e}; pick another port"))
+    })?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| CommandError::failure(format!("--metrics-listen {addr}: {e}")))?;
+    let state = HealthState {
+        status,
+        clock,
+        hook_failures: Arc::new(move || {
+            let failures = hooks.failures();
+            vec![
+                ("signal", failures.signal),
+                ("exec", failures.exec),
+                ("http", failures.http),
+            ]
+        }),
+    };
+    println!("serving health and metrics on http://{local}");
+    let app = health::router(state);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "health endpoint stopped");
+        }
+    }))
+}
