@@ -349,7 +349,14 @@ impl<S: TokenSource> Refresher<S> {
                 }
                 None
             }
-            Control::Rewrite { volume } => (volume < self.volumes.len()).then_some(volume),
+            // A volume whose last write failed already has a retry scheduled (with backoff) that
+            // rewrites it whole. Restoring it now would retry at once, and that failed write's
+            // own directory changes would ask again: a busy loop while the disk is full.
+            Control::Rewrite { volume } => self
+                .volumes
+                .get(volume)
+                .filter(|state| state.write_failures == 0)
+                .map(|_| volume),
         }
     }
 

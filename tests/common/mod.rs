@@ -24,6 +24,12 @@ pub struct Running {
 
 impl Running {
     pub fn spawn(args: &[&str]) -> Self {
+        Self::spawn_with_env(args, &[])
+    }
+
+    /// As [`Running::spawn`], with `env` set last, so it wins over the defaults (e.g.
+    /// `PROJECTED_TOKEN_LOG`).
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         // The admin token file goes here unless the test names one, so a killed process leaves
         // nothing behind in the shared temporary directory.
         let scratch = tempfile::tempdir().expect("scratch dir");
@@ -36,6 +42,7 @@ impl Running {
             .env("PROJECTED_TOKEN_LOG", "info")
             // Every test gets its own free port; 6443 would collide between parallel tests.
             .env("PROJECTED_TOKEN_LISTEN", "127.0.0.1:0")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
