@@ -292,34 +292,23 @@ impl<S: TokenSource> Refresher<S> {
     /// Writes every volume once. A rejected request (a lifetime or binding the issuer refuses) is
     /// an error here, since retrying cannot fix it; nothing is written for that volume.
     pub async fn project_all(&mut self) -> Result<(), RefresherError> {
-        for volume_index in 0..self.volumes.len() {
-            for token_index in 0..self.volumes[volume_index].tokens.len() {
-                if let Err(err) = self.refresh_token(volume_index, token_index).await {
-                    if let SourceError::Rejected(_) = err {
-                        let state = &self.volumes[volume_index];
-                        return Err(RefresherError::Rejected {
-                            volume: state.volume.plan.name.clone(),
-                            path: state.tokens[token_index].path.clone(),
-                            source: err,
-                        });
-                    }
-                }
-            }
-            self.write_volume(volume_index)
-                .await
-                .map_err(|message| RefresherError::Write {
-                    volume: self.volumes[volume_index].volume.plan.name.clone(),
-                    message,
-                })?;
-        }
-        Ok(())
+        self.project(false).await
     }
 
     /// Writes every volume once and fails on any failure, retryable or not (`--once`).
     pub async fn project_once(&mut self) -> Result<(), RefresherError> {
-        for volume_index in 0..self.volumes.len() {
-            for token_index in 0..self.volumes[volume_index].tokens.len() {
-                if let Err(err) = self.refresh_token(volume_index, token_index).await {
+        self.project(true).await
+    }
+
+    /// Requests every token at once, then writes each volume whose tokens are all in hand.
+    async fn project(&mut self, strict: bool) -> Result<(), RefresherError> {
+        let all: Vec<(usize, usize)> = (0..self.volumes.len())
+            .flat_map(|v| (0..self.volumes[v].tokens.len()).map(move |t| (v, t)))
+            .collect();
+        let results = self.refresh_batch(&all).await;
+        for (&(volume_index, token_index), result) in all.iter().zip(results) {
+            if let Err(err) = result {
+                if strict || matches!(err, SourceError::Rejected(_)) {
                     let state = &self.volumes[volume_index];
                     return Err(RefresherError::Rejected {
                         volume: state.volume.plan.name.clone(),
@@ -328,6 +317,8 @@ impl<S: TokenSource> Refresher<S> {
                     });
                 }
             }
+        }
+        for volume_index in 0..self.volumes.len() {
             self.write_volume(volume_index)
                 .await
                 .map_err(|message| RefresherError::Write {
@@ -398,7 +389,7 @@ impl<S: TokenSource> Refresher<S> {
                 _ = &mut shutdown => return Ok(()),
             }
             let now = self.clock.now();
-            let mut due_volumes = BTreeSet::new();
+            let mut due = Vec::new();
             while let Some(Reverse((deadline, volume, token, generation))) =
                 self.queue.peek().copied()
             {
@@ -409,10 +400,16 @@ impl<S: TokenSource> Refresher<S> {
                 if generation != self.volumes[volume].tokens[token].generation {
                     continue; // superseded by a later schedule of the same token
                 }
-                // A failure is logged and rescheduled with backoff inside; the old token stays.
-                let _ = self.refresh_token(volume, token).await;
-                due_volumes.insert(volume);
+                due.push((volume, token));
             }
+            // Failures are logged and rescheduled with backoff inside; the old tokens stay.
+            // Requests still waiting for their answers are abandoned on shutdown (nothing is
+            // written before the answers arrive); a write, below, is always finished.
+            tokio::select! {
+                _ = self.refresh_batch(&due) => {}
+                _ = &mut shutdown => return Ok(()),
+            }
+            let due_volumes: BTreeSet<usize> = due.iter().map(|(volume, _)| *volume).collect();
             for volume in due_volumes {
                 if let Err(message) = self.write_volume(volume).await {
                     tracing::error!(volume = %self.volumes[volume].volume.plan.name, error = %message, "write failed; retrying");
@@ -421,16 +418,45 @@ impl<S: TokenSource> Refresher<S> {
         }
     }
 
-    /// Requests a new token for one slot and schedules its next refresh (or retry).
-    async fn refresh_token(
+    /// Requests the tokens of `due` concurrently (one slow or hanging answer holds up no other
+    /// token), then records each answer and schedules each slot's next refresh or retry.
+    /// Results are in the order of `due`.
+    async fn refresh_batch(&mut self, due: &[(usize, usize)]) -> Vec<Result<(), SourceError>> {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (index, &(volume_index, token_index)) in due.iter().enumerate() {
+            let source = self.source.clone();
+            let request = self.volumes[volume_index].tokens[token_index]
+                .request
+                .clone();
+            tasks.spawn(async move { (index, source.request_token(&request).await) });
+        }
+        let mut answers: Vec<Option<Result<TokenGrant, SourceError>>> =
+            due.iter().map(|_| None).collect();
+        while let Some(joined) = tasks.join_next().await {
+            if let Ok((index, answer)) = joined {
+                answers[index] = Some(answer);
+            }
+        }
+        due.iter()
+            .zip(answers)
+            .map(|(&(volume_index, token_index), answer)| {
+                let answer = answer.unwrap_or_else(|| {
+                    Err(SourceError::Unavailable(
+                        "the token request task failed".into(),
+                    ))
+                });
+                self.record_answer(volume_index, token_index, answer)
+            })
+            .collect()
+    }
+
+    /// Records one answer: a grant to publish with the next write, or a failure to retry.
+    fn record_answer(
         &mut self,
         volume_index: usize,
         token_index: usize,
+        result: Result<TokenGrant, SourceError>,
     ) -> Result<(), SourceError> {
-        let request = self.volumes[volume_index].tokens[token_index]
-            .request
-            .clone();
-        let result = self.source.request_token(&request).await;
         let now = self.clock.now();
         let state = &mut self.volumes[volume_index];
         let slot = &mut state.tokens[token_index];
