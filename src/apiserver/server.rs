@@ -25,7 +25,7 @@ use super::ledger::{Ledger, Rotation, TokenUse};
 use super::metrics::{self, Metrics};
 use super::protobuf::{self, BodyError};
 use super::status::ApiError;
-use super::token_request::create_token;
+use super::token_request::{prepare_token, sign_token};
 use crate::clock::Clock;
 use crate::issuer::objects::ObjectStore;
 use crate::issuer::Issuer;
@@ -377,15 +377,16 @@ async fn token_request(
         }
         let request = protobuf::decode_token_request(ctx.content_type.as_deref(), &body)
             .map_err(body_error)?;
-        let created = create_token(
+        // The object store is locked for the checks only, not while signing.
+        let prepared = prepare_token(
             &state.issuer,
             &mut lock(&state.objects),
             &namespace,
             &name,
             request,
-            ctx.received_at,
             &mut new_uid,
         )?;
+        let created = sign_token(&state.issuer, prepared, ctx.received_at)?;
         if let Some(jti) = &created.issued.claims.jti {
             ctx.annotations.insert(
                 audit::annotation::ISSUED_CREDENTIAL_ID.into(),
