@@ -1,5 +1,7 @@
 //! One file per subcommand, wiring the library's parts together from parsed arguments.
 
+pub use crate::errors::error_chain;
+
 pub mod check;
 pub mod emulate;
 pub mod inspect;
@@ -124,19 +126,4 @@ pub async fn read_ca(
     }
     reqwest::Certificate::from_pem(&bytes)
         .map_err(|e| CommandError::usage(format!("{what}: {}", error_chain(&e))))
-}
-
-/// An error with its causes, each said once (reqwest nests the interesting part deep).
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
 }

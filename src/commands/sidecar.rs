@@ -3,11 +3,6 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{
-    ConfigMapProjection, DownwardAPIProjection, DownwardAPIVolumeFile, KeyToPath,
-    ObjectFieldSelector, ProjectedVolumeSource, ServiceAccountTokenProjection, VolumeProjection,
-};
-
 use super::volumes::{
     drop_ownership_unless_root, load_named_dirs, log_rotation, pod_volumes, recover_volumes,
     single_volume,
@@ -17,7 +12,7 @@ use crate::cli::SidecarArgs;
 use crate::clock::{Clock, SystemClock};
 use crate::health::{self, HealthState};
 use crate::hooks::{parse_signal, Hook, HookRunner, SignalTarget};
-use crate::projection::spec::{DataSources, PodInfo};
+use crate::projection::spec::{token_volume_source, DataSources, PodInfo};
 use crate::refresher::{heal, Backoff, Control, ProjectedVolume, Refresher};
 use crate::source::connection::{self, ConnectionSpec};
 use crate::source::kube::KubeTokenSource;
@@ -152,56 +147,11 @@ fn plan(
     single_volume(
         &args.dir,
         VOLUME_NAME,
-        &flag_volume_source(args.audience.clone(), args.expiration_seconds),
+        &token_volume_source(args.audience.clone(), args.expiration_seconds),
         info,
         data,
         fsync,
     )
-}
-
-/// The volume the flags describe: the token, the cluster CA and the namespace, as the default
-/// `kube-api-access` volume but with the requested audience and lifetime.
-fn flag_volume_source(audience: Option<String>, expiration_seconds: i64) -> ProjectedVolumeSource {
-    ProjectedVolumeSource {
-        default_mode: Some(0o644),
-        sources: Some(vec![
-            VolumeProjection {
-                service_account_token: Some(ServiceAccountTokenProjection {
-                    audience,
-                    expiration_seconds: Some(expiration_seconds),
-                    path: "token".into(),
-                    ..ServiceAccountTokenProjection::default()
-                }),
-                ..VolumeProjection::default()
-            },
-            VolumeProjection {
-                config_map: Some(ConfigMapProjection {
-                    name: "kube-root-ca.crt".into(),
-                    items: Some(vec![KeyToPath {
-                        key: "ca.crt".into(),
-                        path: "ca.crt".into(),
-                        ..KeyToPath::default()
-                    }]),
-                    optional: None,
-                }),
-                ..VolumeProjection::default()
-            },
-            VolumeProjection {
-                downward_api: Some(DownwardAPIProjection {
-                    items: Some(vec![DownwardAPIVolumeFile {
-                        path: "namespace".into(),
-                        field_ref: Some(ObjectFieldSelector {
-                            api_version: Some("v1".into()),
-                            field_path: "metadata.namespace".into(),
-                        }),
-                        ..DownwardAPIVolumeFile::default()
-                    }]),
-                }),
-                ..VolumeProjection::default()
-            },
-        ]),
-        ..ProjectedVolumeSource::default()
-    }
 }
 
 fn hooks(args: &SidecarArgs) -> Result<Vec<Hook>, CommandError> {

@@ -256,6 +256,18 @@ pub fn plan_pod_volumes(
 
 /// The `kube-api-access` volume the service account admission plugin adds to every pod.
 pub fn default_volume_source() -> ProjectedVolumeSource {
+    token_volume_source(
+        None,
+        crate::token::claims::WARN_ONLY_BOUND_TOKEN_EXPIRATION_SECONDS,
+    )
+}
+
+/// A volume shaped like `kube-api-access` (`token`, `ca.crt`, `namespace`) with a token of the
+/// given audience (None: the API server's) and lifetime.
+pub fn token_volume_source(
+    audience: Option<String>,
+    expiration_seconds: i64,
+) -> ProjectedVolumeSource {
     use k8s_openapi::api::core::v1::{
         ConfigMapProjection, DownwardAPIProjection, ObjectFieldSelector,
         ServiceAccountTokenProjection,
@@ -266,9 +278,8 @@ pub fn default_volume_source() -> ProjectedVolumeSource {
             VolumeProjection {
                 service_account_token: Some(ServiceAccountTokenProjection {
                     path: "token".into(),
-                    expiration_seconds: Some(
-                        crate::token::claims::WARN_ONLY_BOUND_TOKEN_EXPIRATION_SECONDS,
-                    ),
+                    audience,
+                    expiration_seconds: Some(expiration_seconds),
                     ..Default::default()
                 }),
                 ..Default::default()

@@ -204,7 +204,7 @@ impl TokenSource for KubeTokenSource {
             http = http.bearer_auth(token);
         }
         let response = http.send().await.map_err(|e| {
-            SourceError::Unavailable(format!("POST {url}: {}", crate::commands::error_chain(&e)))
+            SourceError::Unavailable(format!("POST {url}: {}", crate::errors::error_chain(&e)))
         })?;
         let status = response.status().as_u16();
         let retry_after = response
