@@ -184,6 +184,11 @@ pub struct ServerArgs {
     #[arg(long, env = "PROJECTED_TOKEN_CA_OUT")]
     pub ca_out: Option<PathBuf>,
 
+    /// Write an admin client certificate of the CA to this directory: `admin.crt` and
+    /// `admin.key` (mode 0600), user `kubernetes-admin` in group `system:masters`.
+    #[arg(long, env = "PROJECTED_TOKEN_ADMIN_CLIENT_CERT_OUT")]
+    pub admin_client_cert_out: Option<PathBuf>,
+
     /// ServiceAccount, Pod, Secret and Node manifests (multi-document YAML) to start with.
     #[arg(long, env = "PROJECTED_TOKEN_OBJECTS")]
     pub objects: Option<PathBuf>,

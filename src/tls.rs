@@ -1,14 +1,22 @@
 //! The emulator's certificate authority: its certificate is the `ca.crt` projected into volumes, so
 //! a client configured "in-cluster" from a projected directory trusts the emulator as in a pod.
 
+use std::sync::Arc;
+
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
 };
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
 
-/// Lifetime of a serving certificate: long enough for any test run, short enough to be obviously
-/// not a real server's.
-const SERVING_CERTIFICATE_DAYS: i64 = 365;
+/// Lifetime of a serving or client certificate: long enough for any test run, short enough to be
+/// obviously not a real server's (kubeadm's admin certificate lasts a year too).
+const LEAF_CERTIFICATE_DAYS: i64 = 365;
+
+/// The X.520 `organizationName` attribute: a certificate user's groups.
+const ORGANIZATION_OID: [u64; 4] = [2, 5, 4, 10];
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -20,6 +28,10 @@ pub enum TlsError {
     Generate(String),
     #[error("cannot issue a serving certificate: {0}")]
     Serving(String),
+    #[error("cannot issue a client certificate: {0}")]
+    Client(String),
+    #[error("TLS server configuration: {0}")]
+    Config(String),
 }
 
 /// A CA that can sign serving certificates. Its private key never leaves memory unless the user
@@ -108,12 +120,109 @@ impl CertificateAuthority {
         let now = jiff::Timestamp::now().as_second();
         // An hour of slack for clocks slightly behind ours.
         params.not_before = unix_to_offset(now - 3600);
-        params.not_after = unix_to_offset(now + SERVING_CERTIFICATE_DAYS * 24 * 3600);
+        params.not_after = unix_to_offset(now + LEAF_CERTIFICATE_DAYS * 24 * 3600);
         let key = KeyPair::generate().map_err(|e| TlsError::Serving(e.to_string()))?;
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(|e| TlsError::Serving(e.to_string()))?;
         Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// A client certificate signed by this CA, as kube-apiserver's `--client-ca-file` maps it:
+    /// subject CN `common_name` is the user name, each O of `organizations` a group
+    /// (`system:masters` makes an admin). EKU clientAuth, a fresh EC P-256 key:
+    /// `(certificate PEM, private key PEM)`.
+    ///
+    /// At most two organizations: rcgen keeps one value per attribute type, and the second is
+    /// written through its custom attribute type with the same OID.
+    pub fn client_certificate(
+        &self,
+        common_name: &str,
+        organizations: &[String],
+    ) -> Result<(String, String), TlsError> {
+        if common_name.is_empty() {
+            // Upstream does not authenticate a certificate without a CN.
+            return Err(TlsError::Client(
+                "the common name (the user name) is empty".to_owned(),
+            ));
+        }
+        let mut name = DistinguishedName::new();
+        name.push(DnType::CommonName, common_name);
+        match organizations {
+            [] => {}
+            [one] => name.push(DnType::OrganizationName, one.as_str()),
+            [first, second] => {
+                name.push(DnType::OrganizationName, first.as_str());
+                name.push(
+                    DnType::CustomDnType(ORGANIZATION_OID.to_vec()),
+                    second.as_str(),
+                );
+            }
+            more => {
+                return Err(TlsError::Client(format!(
+                    "{} organizations (groups) given; at most two are supported",
+                    more.len()
+                )))
+            }
+        }
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        let now = jiff::Timestamp::now().as_second();
+        params.not_before = unix_to_offset(now - 3600);
+        params.not_after = unix_to_offset(now + LEAF_CERTIFICATE_DAYS * 24 * 3600);
+        let key = KeyPair::generate().map_err(|e| TlsError::Client(e.to_string()))?;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| TlsError::Client(e.to_string()))?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+
+    /// The HTTPS server configuration for a serving certificate of this CA: ALPN `h2` and
+    /// `http/1.1`, and a client certificate asked for but not required, as kube-apiserver with
+    /// `--client-ca-file`. One that is presented must chain to this CA (with EKU clientAuth), or
+    /// the handshake fails.
+    pub fn server_config(
+        &self,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<rustls::ServerConfig, TlsError> {
+        let config_error = |e: &dyn std::fmt::Display| TlsError::Config(e.to_string());
+        // The process-wide provider if one is installed (main installs aws-lc-rs), so a
+        // library user's choice is kept; otherwise aws-lc-rs, never an ambiguity panic.
+        let provider = rustls::crypto::CryptoProvider::get_default()
+            .cloned()
+            .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in CertificateDer::pem_slice_iter(self.cert_pem.as_bytes()) {
+            roots
+                .add(ca.map_err(|e| config_error(&e))?)
+                .map_err(|e| config_error(&e))?;
+        }
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| config_error(&e))?;
+        let chain = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| config_error(&e))?;
+        let key =
+            PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| config_error(&e))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| config_error(&e))?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .map_err(|e| config_error(&e))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(config)
     }
 
     /// The issuer used to sign serving certificates.
@@ -174,6 +283,45 @@ mod tests {
         verify("127.0.0.1").unwrap();
         assert!(verify("example.com").is_err());
         assert!(ca.serving_certificate(&[]).is_err());
+    }
+
+    #[test]
+    fn client_certificate_verifies_as_a_client_of_its_ca_only() {
+        use rustls::pki_types::UnixTime;
+
+        let der =
+            |pem_text: &str| CertificateDer::from(pem::parse(pem_text).unwrap().into_contents());
+        let ca = CertificateAuthority::generate("test CA").unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der(ca.cert_pem())).unwrap();
+        let verifier = WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        )
+        .build()
+        .unwrap();
+        let verify =
+            |cert_pem: &str| verifier.verify_client_cert(&der(cert_pem), &[], UnixTime::now());
+
+        let (cert, key) = ca
+            .client_certificate("alice", &["devs".to_owned()])
+            .unwrap();
+        assert!(key.contains("PRIVATE KEY"));
+        verify(&cert).unwrap();
+        let other = CertificateAuthority::generate("other CA").unwrap();
+        assert!(verify(&other.client_certificate("alice", &[]).unwrap().0).is_err());
+        // A serving certificate lacks EKU clientAuth.
+        let (serving, serving_key) = ca.serving_certificate(&["localhost".to_owned()]).unwrap();
+        assert!(verify(&serving).is_err());
+
+        let three = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        assert!(ca.client_certificate("alice", &three).is_err());
+        let config = ca.server_config(&serving, &serving_key).unwrap();
+        assert_eq!(
+            config.alpn_protocols,
+            [b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
+        assert!(ca.server_config(&serving, "not a key").is_err());
     }
 
     #[test]

@@ -171,6 +171,59 @@ fn kubectl_create_token_and_auth_whoami() {
     drop(emulator.process);
 }
 
+/// kubectl with the client certificate `--admin-client-cert-out` wrote and no token: it is
+/// `kubernetes-admin` in `system:masters`, and may create tokens.
+#[test]
+fn kubectl_with_admin_client_certificate() {
+    let kubectl = match kubectl() {
+        Ok(path) => path,
+        Err(reason) => {
+            eprintln!("SKIPPED kubectl_with_admin_client_certificate: {reason}");
+            return;
+        }
+    };
+    let root = tempfile::tempdir().expect("tempdir");
+    let certs = root.path().join("admin-cert");
+    let certs_arg = certs.to_string_lossy().into_owned();
+    let emulator = start_emulate(root.path(), &["--admin-client-cert-out", &certs_arg]);
+    let home = root.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let run = |args: &[&str]| {
+        let output = Command::new(&kubectl)
+            .env("HOME", &home)
+            .env_remove("KUBECONFIG")
+            .arg("--request-timeout=20s")
+            .arg("--server")
+            .arg(&emulator.url)
+            .arg("--certificate-authority")
+            .arg(emulator.dir.join("ca.crt"))
+            .arg("--client-certificate")
+            .arg(certs.join("admin.crt"))
+            .arg("--client-key")
+            .arg(certs.join("admin.key"))
+            .args(args)
+            .output()
+            .expect("run kubectl");
+        assert!(
+            output.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+
+    let whoami = run(&["auth", "whoami"]);
+    assert!(whoami.contains("kubernetes-admin"), "{whoami}");
+    assert!(whoami.contains("system:masters"), "{whoami}");
+    let token = run(&["create", "token", "builder", "-n", "ci"]);
+    let decoded = projected_token::token::decode(&token).expect("kubectl printed a JWT");
+    assert_eq!(
+        decoded.string_claim("sub"),
+        Some("system:serviceaccount:ci:builder")
+    );
+    drop(emulator.process);
+}
+
 /// How a test client treats its token.
 #[derive(Clone, Copy)]
 enum Reload {

@@ -1065,6 +1065,84 @@ fn kubeconfig_once_with_token_token_file_and_forbidden() {
     assert!(!output.contains(&weak), "the credential leaked:\n{output}");
 }
 
+/// Kubeconfig with a client certificate (`serve --admin-client-cert-out`), as files and as
+/// `*-data`: `--once` authenticates by certificate alone, writes the volume and exits 0.
+#[test]
+fn kubeconfig_once_with_client_certificate_files_and_data() {
+    use base64::Engine as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("admin-cert");
+    let api = start_serve(
+        tmp.path(),
+        &[
+            "--key-algorithm",
+            "es256",
+            "--admin-client-cert-out",
+            &arg(&certs),
+        ],
+    );
+    let ca_file = tmp.path().join("emulator-ca.crt");
+    std::fs::write(&ca_file, &api.ca_pem).unwrap();
+    let (cert, key) = (certs.join("admin.crt"), certs.join("admin.key"));
+    let b64 = |path: &Path| {
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(path).unwrap())
+    };
+    let users = [
+        (
+            "files",
+            format!(
+                "{{client-certificate: {:?}, client-key: {:?}}}",
+                arg(&cert),
+                arg(&key)
+            ),
+        ),
+        (
+            "data",
+            format!(
+                "{{client-certificate-data: {}, client-key-data: {}}}",
+                b64(&cert),
+                b64(&key)
+            ),
+        ),
+    ];
+    for (name, user) in users {
+        let kubeconfig = write_kubeconfig(
+            &tmp.path().join(format!("{name}.kubeconfig")),
+            &api.url,
+            &ca_file,
+            &user,
+            None,
+        );
+        let out = tmp.path().join(format!("out-{name}"));
+        let (code, output) = run_sidecar_to_end(&[
+            "--once",
+            "--kubeconfig",
+            &kubeconfig,
+            "--dir",
+            &arg(&out),
+            "--service-account",
+            "app",
+            "--audience",
+            "vault",
+        ]);
+        assert_eq!(code, Some(0), "{name}: {output}");
+        assert_consistent_layout(&out, &FLAG_VOLUME);
+        let token = decode(&read_token(&out).unwrap()).unwrap();
+        assert_eq!(
+            token.string_claim("sub"),
+            Some("system:serviceaccount:default:app"),
+            "{name}"
+        );
+        assert_eq!(token.audiences(), vec!["vault".to_owned()], "{name}");
+        let key_pem = std::fs::read_to_string(&key).unwrap();
+        let key_body = key_pem.lines().nth(1).unwrap_or_default();
+        assert!(
+            !output.contains(key_body),
+            "{name}: the key leaked:\n{output}"
+        );
+    }
+}
+
 /// `--pod`: every projected volume of the manifest into its own sub-directory, with the tokens
 /// asked for and the downward API file.
 #[test]

@@ -1,5 +1,6 @@
-//! Request authentication: the admin token, and service account tokens the emulator (or a
-//! replica with the same key) issued, validated as kube-apiserver's JWT authenticator does.
+//! Request authentication: the admin token, service account tokens the emulator (or a
+//! replica with the same key) issued, validated as kube-apiserver's JWT authenticator does, and
+//! client certificates of the emulator's CA, mapped as kube-apiserver's x509 authenticator does.
 //!
 //! With auto-creation on, a valid token whose service account or pod the store does not know is
 //! adopted (its uids taken from the claims), so replicas sharing a signing key accept each
@@ -18,12 +19,17 @@ use crate::token::{decode, BoundClaims, LegacyClaims, ObjectRef};
 
 /// The user name of the admin token.
 pub const ADMIN_USER: &str = "system:admin";
+/// Upstream's superuser group: its members pass every authorization check.
+pub const MASTERS_GROUP: &str = "system:masters";
+const AUTHENTICATED_GROUP: &str = "system:authenticated";
 
 /// Who made a request.
 #[derive(Debug, Clone)]
 pub enum Caller {
     Admin,
     ServiceAccount(Box<ServiceAccountCaller>),
+    /// A verified client certificate's user.
+    User(UserInfo),
 }
 
 /// A service account token that authenticated.
@@ -356,11 +362,47 @@ pub fn admin_user_info() -> UserInfo {
         username: Some(ADMIN_USER.to_owned()),
         uid: None,
         groups: Some(vec![
-            "system:masters".to_owned(),
-            "system:authenticated".to_owned(),
+            MASTERS_GROUP.to_owned(),
+            AUTHENTICATED_GROUP.to_owned(),
         ]),
         extra: None,
     }
+}
+
+/// The user of a client certificate (DER) the TLS handshake already verified against the CA,
+/// as upstream's `CommonNameUserConversion`: the subject's CN is the name, its O values the
+/// groups (plus `system:authenticated`), and extra `authentication.kubernetes.io/credential-id`
+/// `X509SHA256=<hex of the certificate's SHA-256>`. `None` without a CN, as upstream.
+pub fn certificate_user(der: &[u8]) -> Option<UserInfo> {
+    use x509_parser::prelude::{FromDer as _, X509Certificate};
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let subject = cert.subject();
+    // Go keeps the last CN of a subject that has several.
+    let name = subject
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok())
+        .last()
+        .filter(|cn| !cn.is_empty())?
+        .to_owned();
+    let mut groups: Vec<String> = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok())
+        .map(str::to_owned)
+        .collect();
+    if !groups.iter().any(|g| g == AUTHENTICATED_GROUP) {
+        groups.push(AUTHENTICATED_GROUP.to_owned());
+    }
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, der);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    Some(UserInfo {
+        username: Some(name),
+        uid: None,
+        groups: Some(groups),
+        extra: Some(BTreeMap::from([(
+            "authentication.kubernetes.io/credential-id".to_owned(),
+            vec![format!("X509SHA256={hex}")],
+        )])),
+    })
 }
 
 impl Caller {
@@ -368,6 +410,7 @@ impl Caller {
         match self {
             Self::Admin => admin_user_info(),
             Self::ServiceAccount(sa) => sa.user.clone(),
+            Self::User(user) => user.clone(),
         }
     }
 
@@ -375,6 +418,70 @@ impl Caller {
         match self {
             Self::Admin => ADMIN_USER.to_owned(),
             Self::ServiceAccount(sa) => sa.token.subject.clone(),
+            Self::User(user) => user.username.clone().unwrap_or_default(),
         }
+    }
+
+    /// The admin token, or a user in `system:masters` (which upstream's authorizer lets do
+    /// anything, ahead of RBAC).
+    pub fn is_admin(&self) -> bool {
+        match self {
+            Self::Admin => true,
+            Self::ServiceAccount(_) => false,
+            Self::User(user) => user
+                .groups
+                .as_ref()
+                .is_some_and(|groups| groups.iter().any(|g| g == MASTERS_GROUP)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::CertificateAuthority;
+
+    fn der(pem_text: &str) -> Vec<u8> {
+        pem::parse(pem_text).unwrap().into_contents()
+    }
+
+    #[test]
+    fn certificate_user_is_cn_and_organizations_plus_authenticated() {
+        let ca = CertificateAuthority::generate("test CA").unwrap();
+        let (cert, _) = ca
+            .client_certificate("alice", &["devs".to_owned(), "ops".to_owned()])
+            .unwrap();
+        let der = der(&cert);
+        let user = certificate_user(&der).unwrap();
+        assert_eq!(user.username.as_deref(), Some("alice"));
+        assert_eq!(
+            user.groups.unwrap(),
+            ["devs", "ops", "system:authenticated"]
+        );
+        let id = &user.extra.unwrap()["authentication.kubernetes.io/credential-id"];
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &der);
+        let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex.len(), 64);
+        assert_eq!(id, &[format!("X509SHA256={hex}")]);
+        assert!(!Caller::User(certificate_user(&der).unwrap()).is_admin());
+    }
+
+    #[test]
+    fn masters_group_makes_an_admin_and_no_cn_no_user() {
+        let ca = CertificateAuthority::generate("test CA").unwrap();
+        let (cert, _) = ca
+            .client_certificate("kubernetes-admin", &[MASTERS_GROUP.to_owned()])
+            .unwrap();
+        let caller = Caller::User(certificate_user(&der(&cert)).unwrap());
+        assert!(caller.is_admin());
+        assert_eq!(caller.username(), "kubernetes-admin");
+        // The CA certificate has a CN; a plain self-signed one without CN maps to nobody.
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let no_cn = params.self_signed(&key).unwrap();
+        assert!(certificate_user(no_cn.der()).is_none());
+        assert!(certificate_user(b"not a certificate").is_none());
+        assert!(ca.client_certificate("", &[]).is_err());
     }
 }

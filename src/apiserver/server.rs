@@ -11,6 +11,7 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use axum_server::tls::TlsInfo;
 use jiff::Timestamp;
 use k8s_openapi::api::authentication::v1::{
     SelfSubjectReview, SelfSubjectReviewStatus, TokenReviewStatus, UserInfo,
@@ -19,7 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
 
 use super::audit::{self, AuditEvent, AuditLog};
-use super::authn::{lock, Authenticator, AuthnFailure, Caller, TokenFacts};
+use super::authn::{certificate_user, lock, Authenticator, AuthnFailure, Caller, TokenFacts};
 use super::discovery;
 use super::ledger::{Ledger, Rotation, TokenUse};
 use super::metrics::{self, Metrics};
@@ -103,6 +104,8 @@ pub struct RequestContext {
     received_at: Timestamp,
     /// The request's bearer token, if any (never logged).
     bearer: Option<String>,
+    /// The connection's TLS facts: a client certificate in it was verified in the handshake.
+    tls: Option<Arc<TlsInfo>>,
     content_type: Option<String>,
     method: Method,
     uri: String,
@@ -124,13 +127,10 @@ impl axum::extract::FromRequestParts<Arc<ApiState>> for RequestContext {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0);
-        Ok(Self::new(
-            state,
-            &parts.method,
-            &parts.uri,
-            &parts.headers,
-            peer,
-        ))
+        let mut ctx = Self::new(state, &parts.method, &parts.uri, &parts.headers, peer);
+        // axum-server's rustls acceptor puts this on every request of the connection.
+        ctx.tls = parts.extensions.get::<Arc<TlsInfo>>().cloned();
+        Ok(ctx)
     }
 }
 
@@ -150,6 +150,7 @@ impl RequestContext {
                 .map(|p| p.as_str().to_owned())
                 .unwrap_or_default(),
             bearer: bearer_token(headers).map(str::to_owned),
+            tls: None,
             content_type: headers
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
@@ -249,7 +250,7 @@ impl ApiState {
                 .authenticate(token, audiences, &self.objects, ctx.received_at);
         let facts = match &result {
             Ok(Caller::ServiceAccount(sa)) => Some((&sa.token, false)),
-            Ok(Caller::Admin) => None,
+            Ok(Caller::Admin | Caller::User(_)) => None,
             Err(failure) => failure.facts.as_deref().map(|f| (f, failure.expired)),
         };
         if let Some((facts, expired)) = facts {
@@ -293,20 +294,35 @@ impl ApiState {
 
     /// The caller of a request that must be authenticated (401 otherwise).
     fn caller(&self, ctx: &mut RequestContext) -> Result<Caller, ApiError> {
-        let token = ctx.bearer.take().ok_or_else(ApiError::unauthorized)?;
-        let caller = self
-            .authenticate_and_record(&token, &[], ctx)
-            .map_err(|_| ApiError::unauthorized())?;
-        ctx.caller = Some(caller.clone());
-        Ok(caller)
+        self.optional_caller(ctx)?
+            .ok_or_else(ApiError::unauthorized)
     }
 
-    /// The caller, if the request carries a token (a bad token is still 401).
-    fn optional_caller(&self, ctx: &mut RequestContext) -> Result<(), ApiError> {
-        if ctx.bearer.is_some() {
-            self.caller(ctx)?;
+    /// The caller, if the request carries a credential: its bearer token, else its client
+    /// certificate (either may authenticate, as upstream's union of authenticators; the token is
+    /// tried first). A token that fails with no certificate user to fall back on is 401.
+    fn optional_caller(&self, ctx: &mut RequestContext) -> Result<Option<Caller>, ApiError> {
+        let mut token_rejected = false;
+        if let Some(token) = ctx.bearer.take() {
+            match self.authenticate_and_record(&token, &[], ctx) {
+                Ok(caller) => {
+                    ctx.caller = Some(caller.clone());
+                    return Ok(Some(caller));
+                }
+                Err(_) => token_rejected = true,
+            }
         }
-        Ok(())
+        let caller = ctx
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.peer_certificates.first())
+            .and_then(|der| certificate_user(der))
+            .map(Caller::User);
+        if caller.is_none() && token_rejected {
+            return Err(ApiError::unauthorized());
+        }
+        ctx.caller = caller.clone();
+        Ok(caller)
     }
 
     fn allow(ctx: &mut RequestContext, reason: &str) {
@@ -325,6 +341,14 @@ impl ApiState {
             audit::annotation::AUTHORIZATION_DECISION.into(),
             "forbid".into(),
         );
+    }
+}
+
+/// The audit log's authorization reason for an admin caller.
+fn admin_reason(caller: &Caller) -> &'static str {
+    match caller {
+        Caller::Admin => "admin token",
+        _ => "group system:masters",
     }
 }
 
@@ -357,23 +381,21 @@ async fn token_request(
     });
     let result = (|| {
         let caller = state.caller(&mut ctx)?;
-        match &caller {
-            Caller::Admin => ApiState::allow(&mut ctx, "admin token"),
-            Caller::ServiceAccount(_) if state.allow_any_token_request => {
-                ApiState::allow(&mut ctx, "--allow-any-token-request")
-            }
-            Caller::ServiceAccount(_) => {
-                ApiState::forbid(&mut ctx);
-                return Err(ApiError::forbidden_resource(
-                    &caller.username(),
-                    "create",
-                    "serviceaccounts",
-                    Some("token"),
-                    "",
-                    Some(&namespace),
-                    &name,
-                ));
-            }
+        if caller.is_admin() {
+            ApiState::allow(&mut ctx, admin_reason(&caller));
+        } else if state.allow_any_token_request {
+            ApiState::allow(&mut ctx, "--allow-any-token-request");
+        } else {
+            ApiState::forbid(&mut ctx);
+            return Err(ApiError::forbidden_resource(
+                &caller.username(),
+                "create",
+                "serviceaccounts",
+                Some("token"),
+                "",
+                Some(&namespace),
+                &name,
+            ));
         }
         let request = protobuf::decode_token_request(ctx.content_type.as_deref(), &body)
             .map_err(body_error)?;
@@ -449,10 +471,11 @@ async fn token_review(
                 error: None,
             },
             // The admin token is not a service account token; upstream's token file
-            // authenticator would accept it, and so do we.
-            Ok(Caller::Admin) => TokenReviewStatus {
+            // authenticator would accept it, and so do we. (A token never yields a certificate
+            // user; the arm only keeps the match whole.)
+            Ok(caller @ (Caller::Admin | Caller::User(_))) => TokenReviewStatus {
                 authenticated: Some(true),
-                user: Some(super::authn::admin_user_info()),
+                user: Some(caller.user_info()),
                 audiences: Some(state.authenticator.api_audiences.clone()),
                 error: None,
             },
@@ -511,7 +534,7 @@ async fn delete_pod(
         ..audit::ObjectReference::default()
     });
     let result = state.caller(&mut ctx).and_then(|caller| {
-        if !matches!(caller, Caller::Admin) {
+        if !caller.is_admin() {
             ApiState::forbid(&mut ctx);
             return Err(ApiError::forbidden_resource(
                 &caller.username(),
@@ -523,7 +546,7 @@ async fn delete_pod(
                 &name,
             ));
         }
-        ApiState::allow(&mut ctx, "admin token");
+        ApiState::allow(&mut ctx, admin_reason(&caller));
         let deleted = lock(&state.objects)
             .delete_pod(&namespace, &name)
             .ok_or_else(|| ApiError::not_found("pods", &name))?;
@@ -608,7 +631,7 @@ async fn token_usage(
     mut ctx: RequestContext,
 ) -> Response {
     let result = state.caller(&mut ctx).and_then(|caller| {
-        if !matches!(caller, Caller::Admin) {
+        if !caller.is_admin() {
             return Err(ApiError::forbidden_path(
                 &caller.username(),
                 "get",

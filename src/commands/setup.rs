@@ -12,7 +12,7 @@ use base64::Engine as _;
 
 use super::CommandError;
 use crate::apiserver::audit::AuditLog;
-use crate::apiserver::authn::Authenticator;
+use crate::apiserver::authn::{Authenticator, MASTERS_GROUP};
 use crate::apiserver::discovery;
 use crate::apiserver::ledger::Ledger;
 use crate::apiserver::metrics::Metrics;
@@ -141,6 +141,9 @@ const CLUSTER_NAMES: [&str; 7] = [
     "kubernetes.default.svc.cluster.local",
 ];
 
+/// The user of `--admin-client-cert-out`'s certificate, as kubeadm names it.
+const ADMIN_CERT_USER: &str = "kubernetes-admin";
+
 /// The running API server.
 pub struct RunningApi {
     pub state: Arc<ApiState>,
@@ -203,12 +206,19 @@ pub async fn start_api(
         .ca
         .serving_certificate(&sans)
         .map_err(|e| CommandError::failure(format!("serving certificate: {e}")))?;
-    let tls = RustlsConfig::from_pem(cert_pem.into_bytes(), key_pem.into_bytes())
-        .await
-        .map_err(|e| CommandError::failure(format!("TLS configuration: {e}")))?;
+    // Client certificates of the emulator's CA authenticate, as kube-apiserver's
+    // --client-ca-file (see `CertificateAuthority::server_config`).
+    let tls = loaded
+        .ca
+        .server_config(&cert_pem, &key_pem)
+        .map(|config| RustlsConfig::from_config(Arc::new(config)))
+        .map_err(|e| CommandError::failure(e.to_string()))?;
     if let Some(path) = &args.ca_out {
         std::fs::write(path, loaded.ca.cert_pem())
             .map_err(|e| CommandError::usage(format!("--ca-out {}: {e}", path.display())))?;
+    }
+    if let Some(dir) = &args.admin_client_cert_out {
+        write_admin_client_certificate(&loaded.ca, dir)?;
     }
     let (admin_token, admin_token_file, remove_admin_token_file) =
         admin_token(args.admin_token_file.as_deref())?;
@@ -293,6 +303,28 @@ pub async fn start_api(
     })
 }
 
+/// Writes `admin.crt` and `admin.key` (mode 0600) to `dir`: a client certificate of the CA for
+/// `kubernetes-admin` in `system:masters`, as kubeadm's admin.conf user.
+fn write_admin_client_certificate(
+    ca: &CertificateAuthority,
+    dir: &Path,
+) -> Result<(), CommandError> {
+    let flag = "--admin-client-cert-out";
+    let (cert_pem, key_pem) = ca
+        .client_certificate(ADMIN_CERT_USER, &[MASTERS_GROUP.to_owned()])
+        .map_err(|e| CommandError::failure(format!("{flag}: {e}")))?;
+    let io_error = |path: &Path, e: std::io::Error| {
+        CommandError::usage(format!("{flag} {}: {e}", path.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+    let key_path = dir.join("admin.key");
+    write_private(&key_path, key_pem.as_bytes()).map_err(|e| io_error(&key_path, e))?;
+    let cert_path = dir.join("admin.crt");
+    std::fs::write(&cert_path, cert_pem).map_err(|e| io_error(&cert_path, e))?;
+    tracing::info!(cert = %cert_path.display(), key = %key_path.display(), user = ADMIN_CERT_USER, "wrote the admin client certificate");
+    Ok(())
+}
+
 /// The admin token: read from `path` when it holds one, otherwise generated and written there
 /// (or to a file in the temporary directory, removed at exit) with mode 0600.
 fn admin_token(path: Option<&Path>) -> Result<(String, PathBuf, bool), CommandError> {
@@ -334,13 +366,15 @@ fn admin_token(path: Option<&Path>) -> Result<(String, PathBuf, bool), CommandEr
 /// Writes a secret file with mode 0600 from the start (never briefly world-readable).
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(path)?;
+    // `mode` applies only to a new file; one that existed keeps its mode through truncation.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     file.write_all(bytes)?;
     file.sync_all()
 }
