@@ -27,6 +27,11 @@ fn time_to_first_token(extra: &[&str]) -> Duration {
         .args(extra)
         .env("PROJECTED_TOKEN_LOG", "warn")
         .env("PROJECTED_TOKEN_LISTEN", "127.0.0.1:0")
+        // Killed below, so it cannot remove a default admin token file: keep it in the temp dir.
+        .env(
+            "PROJECTED_TOKEN_ADMIN_TOKEN_FILE",
+            dir.path().join("admin.token"),
+        )
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

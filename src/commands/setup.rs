@@ -350,17 +350,54 @@ fn admin_token(path: Option<&Path>) -> Result<(String, PathBuf, bool), CommandEr
     let token = URL_SAFE_NO_PAD.encode(bytes);
     let (file, generated_path) = match path {
         Some(path) => (path.to_path_buf(), false),
-        None => (
-            std::env::temp_dir().join(format!(
-                "projected-token-{}.admin-token",
-                std::process::id()
-            )),
-            true,
-        ),
+        None => {
+            let dir = std::env::temp_dir();
+            remove_orphaned_admin_tokens(&dir);
+            (dir.join(admin_token_file_name(std::process::id())), true)
+        }
     };
     write_private(&file, token.as_bytes())
         .map_err(|e| CommandError::usage(format!("{flag} {}: {e}", file.display())))?;
     Ok((token, file, generated_path))
+}
+
+fn admin_token_file_name(pid: u32) -> String {
+    format!("projected-token-{pid}.admin-token")
+}
+
+/// The pid a default admin token file belongs to, if `name` is one.
+fn admin_token_file_pid(name: &str) -> Option<u32> {
+    name.strip_prefix("projected-token-")?
+        .strip_suffix(".admin-token")?
+        .parse()
+        .ok()
+}
+
+/// A process killed with SIGKILL cannot remove its default admin token file; the next one to
+/// start removes those whose process is gone, so the temporary directory does not fill up.
+fn remove_orphaned_admin_tokens(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(admin_token_file_pid) else {
+            continue;
+        };
+        let alive = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .is_some_and(|pid| {
+                // EPERM: alive but someone else's.
+                !matches!(
+                    rustix::process::test_kill_process(pid),
+                    Err(rustix::io::Errno::SRCH)
+                )
+            });
+        if !alive {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Writes a secret file with mode 0600 from the start (never briefly world-readable).
@@ -377,4 +414,25 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     file.write_all(bytes)?;
     file.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orphaned_default_admin_token_files_are_removed_live_ones_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let own = dir.path().join(admin_token_file_name(std::process::id()));
+        // A pid above the kernel's maximum (4194304) can never be alive.
+        let dead = dir.path().join(admin_token_file_name(4_194_399));
+        let other = dir.path().join("projected-token-notes.txt");
+        for path in [&own, &dead, &other] {
+            std::fs::write(path, "x").expect("write");
+        }
+        remove_orphaned_admin_tokens(dir.path());
+        assert!(own.exists(), "a live process's file is kept");
+        assert!(!dead.exists(), "a dead process's file is removed");
+        assert!(other.exists(), "other files are left alone");
+    }
 }
