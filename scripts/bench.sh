@@ -2,14 +2,16 @@
 # Runs the criterion benchmarks and prints one line per benchmark: its name and mean time (and
 # mean throughput when the benchmark declares one), then the API's rates as a share of the raw
 # signing/verification rates measured in the same run, the CPU time per request of the server and
-# the load generator (benches/api.rs), then the idle memory of the binary.
+# the load generator (benches/api.rs), then the idle memory of the binary and the sidecar's idle
+# memory, CPU time and wake-ups (scripts/measure-sidecar.sh); benches/sidecar.rs gives the
+# sidecar's start to first token and --once times.
 # Usage: scripts/bench.sh [extra criterion args, e.g. --quick]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 echo "load before: $(uptime)"
-if ! cargo bench --bench atomic_write --bench signing --bench startup --bench api -- "$@" >"$out" 2>&1; then
+if ! cargo bench --bench atomic_write --bench signing --bench startup --bench api --bench sidecar -- "$@" >"$out" 2>&1; then
   echo "cargo bench failed; its last lines:" >&2
   tail -n 30 "$out" >&2
   exit 1
@@ -70,4 +72,12 @@ if [ -x target/dist/projected-token ]; then
   echo
   echo "Idle memory (dist binary, as last built by cargo build --profile dist):"
   BIN=target/dist/projected-token scripts/measure-rss.sh
+fi
+echo
+echo "Sidecar idle memory and CPU (release binary):"
+scripts/measure-sidecar.sh
+if [ -x target/dist/projected-token ]; then
+  echo
+  echo "Sidecar idle memory and CPU (dist binary):"
+  BIN=target/dist/projected-token scripts/measure-sidecar.sh
 fi
