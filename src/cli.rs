@@ -92,6 +92,14 @@ pub struct EmulateArgs {
     #[arg(long, env = "PROJECTED_TOKEN_EXPIRATION_SECONDS", value_parser = clap::value_parser!(i64).range(1..))]
     pub expiration_seconds: Option<i64>,
 
+    #[command(flatten)]
+    pub writing: WritingArgs,
+}
+
+/// What `emulate` and `sidecar` share about writing volumes: the data of config maps and
+/// secrets a pod's projections name, and durability.
+#[derive(Debug, Args)]
+pub struct WritingArgs {
     /// A config map's data as a directory of files: NAME=DIR (repeatable).
     #[arg(
         long = "configmap",
@@ -350,25 +358,8 @@ pub struct SidecarArgs {
     #[arg(long, env = "PROJECTED_TOKEN_BACKOFF_CAP", default_value = "60s")]
     pub backoff_cap: jiff::SignedDuration,
 
-    /// A config map's data as a directory of files: NAME=DIR (with --pod).
-    #[arg(
-        long = "configmap",
-        env = "PROJECTED_TOKEN_CONFIGMAPS",
-        value_delimiter = ','
-    )]
-    pub configmaps: Vec<String>,
-
-    /// A secret's data as a directory of files: NAME=DIR (with --pod).
-    #[arg(
-        long = "secret",
-        env = "PROJECTED_TOKEN_SECRETS",
-        value_delimiter = ','
-    )]
-    pub secrets: Vec<String>,
-
-    /// Skip fsync of files and directories.
-    #[arg(long, env = "PROJECTED_TOKEN_NO_FSYNC")]
-    pub no_fsync: bool,
+    #[command(flatten)]
+    pub writing: WritingArgs,
 }
 
 #[derive(Debug, Args)]

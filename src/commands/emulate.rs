@@ -25,8 +25,8 @@ pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
     let loaded = load_issuer(&args.issuer).await?;
     let data = DataSources {
         root_ca: loaded.ca.cert_pem().as_bytes().to_vec(),
-        configmaps: load_named_dirs("--configmap", &args.configmaps)?,
-        secrets: load_named_dirs("--secret", &args.secrets)?,
+        configmaps: load_named_dirs("--configmap", &args.writing.configmaps)?,
+        secrets: load_named_dirs("--secret", &args.writing.secrets)?,
     };
     let mut volumes = plan_volumes(&args, &data)?;
     let is_root = rustix::process::geteuid().is_root();
@@ -159,7 +159,7 @@ fn plan_volumes(
     args: &EmulateArgs,
     data: &DataSources,
 ) -> Result<Vec<ProjectedVolume>, CommandError> {
-    let fsync = !args.no_fsync;
+    let fsync = !args.writing.no_fsync;
     match &args.pod {
         Some(path) => pod_volumes(&args.dir, path, data, fsync, true),
         None => {

@@ -36,8 +36,8 @@ pub async fn run(args: SidecarArgs) -> Result<(), CommandError> {
         .unwrap_or_else(|| "default".to_owned());
     let data = DataSources {
         root_ca: ca_pem,
-        configmaps: load_named_dirs("--configmap", &args.configmaps)?,
-        secrets: load_named_dirs("--secret", &args.secrets)?,
+        configmaps: load_named_dirs("--configmap", &args.writing.configmaps)?,
+        secrets: load_named_dirs("--secret", &args.writing.secrets)?,
     };
     let mut volumes = plan(&args, &namespace, &data)?;
     let is_root = rustix::process::geteuid().is_root();
@@ -126,7 +126,7 @@ fn plan(
     namespace: &str,
     data: &DataSources,
 ) -> Result<Vec<ProjectedVolume>, CommandError> {
-    let fsync = !args.no_fsync;
+    let fsync = !args.writing.no_fsync;
     if let Some(path) = &args.pod {
         let mut volumes = pod_volumes(&args.dir, path, data, fsync, false)?;
         for volume in &mut volumes {
