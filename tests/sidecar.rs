@@ -969,6 +969,8 @@ fn in_cluster_against_emulate_follows_its_own_rotating_credentials() {
     let credential = read_token(&credentials).unwrap();
     for line in &sidecar.lines {
         assert!(!line.contains(&credential) && !holds_jwt(line), "{line}");
+        // notify's INFO noise about watches of removed `..<timestamp>` directories is filtered.
+        assert!(!line.contains("watch descriptor"), "{line}");
     }
 }
 
@@ -1063,6 +1065,89 @@ fn kubeconfig_once_with_token_token_file_and_forbidden() {
     }
     assert!(read_token(&out).is_none(), "nothing written on failure");
     assert!(!output.contains(&weak), "the credential leaked:\n{output}");
+}
+
+/// Kubeconfig with an exec credential plugin: the plugin runs (once for a fresh token) with the
+/// kubeconfig's env and `KUBERNETES_EXEC_INFO`, its token authenticates; a failing plugin's
+/// message reaches the error, and nothing is written.
+#[test]
+fn kubeconfig_once_with_an_exec_plugin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let emulator = start_emulator(tmp.path());
+    let api = &emulator.api;
+    let admin_file = tmp.path().join("admin-token");
+    std::fs::write(&admin_file, &api.admin_token).unwrap();
+    let runs = tmp.path().join("runs");
+    let plugin = tmp.path().join("plugin.sh");
+    std::fs::write(
+        &plugin,
+        format!(
+            "#!/bin/sh\necho \"$KUBERNETES_EXEC_INFO\" >> {runs:?}\n\
+             [ \"$PLUGIN_MODE\" = ok ] || {{ echo 'please log in first' >&2; exit 4; }}\n\
+             printf '{{\"kind\":\"ExecCredential\",\"apiVersion\":\"client.authentication.k8s.io/v1\",\"status\":{{\"token\":\"%s\",\"expirationTimestamp\":\"2099-01-01T00:00:00Z\"}}}}' \"$(cat {admin:?})\"\n",
+            runs = arg(&runs),
+            admin = arg(&admin_file),
+        ),
+    )
+    .unwrap();
+    let exec_user = |mode: &str| {
+        format!(
+            "{{exec: {{apiVersion: client.authentication.k8s.io/v1, command: /bin/sh, args: [{:?}], env: [{{name: PLUGIN_MODE, value: {mode}}}], provideClusterInfo: true, interactiveMode: Never}}}}",
+            arg(&plugin)
+        )
+    };
+    let good = write_kubeconfig(
+        &tmp.path().join("exec.kubeconfig"),
+        &api.url,
+        &emulator.ca_file,
+        &exec_user("ok"),
+        None,
+    );
+    let out = tmp.path().join("out-exec");
+    let (code, output) = run_sidecar_to_end(&[
+        "--once",
+        "--kubeconfig",
+        &good,
+        "--dir",
+        &arg(&out),
+        "--service-account",
+        "app",
+    ]);
+    assert_eq!(code, Some(0), "{output}");
+    assert_consistent_layout(&out, &FLAG_VOLUME);
+    let token = decode(&read_token(&out).unwrap()).unwrap();
+    assert_eq!(
+        token.string_claim("sub"),
+        Some("system:serviceaccount:default:app")
+    );
+    let infos = std::fs::read_to_string(&runs).unwrap();
+    assert_eq!(infos.lines().count(), 1, "one run for one fresh token");
+    let info: serde_json::Value = serde_json::from_str(infos.trim()).unwrap();
+    assert_eq!(info["kind"], "ExecCredential");
+    assert_eq!(info["spec"]["interactive"], false);
+    assert_eq!(info["spec"]["cluster"]["server"], api.url.as_str());
+    assert!(!output.contains(&api.admin_token), "token in output");
+
+    let failing = write_kubeconfig(
+        &tmp.path().join("failing.kubeconfig"),
+        &api.url,
+        &emulator.ca_file,
+        &exec_user("broken"),
+        None,
+    );
+    let out = tmp.path().join("out-failing");
+    let (code, output) = run_sidecar_to_end(&[
+        "--once",
+        "--kubeconfig",
+        &failing,
+        "--dir",
+        &arg(&out),
+        "--service-account",
+        "app",
+    ]);
+    assert_eq!(code, Some(1), "{output}");
+    assert!(output.contains("please log in first"), "{output}");
+    assert!(read_token(&out).is_none(), "nothing written on failure");
 }
 
 /// Kubeconfig with a client certificate (`serve --admin-client-cert-out`), as files and as

@@ -74,9 +74,14 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// Our INFO lines, and only warnings from notify: its inotify backend reports at INFO that a
+/// watch of a directory the atomic writer already removed cannot be removed (EINVAL), on every
+/// rotation.
+const DEFAULT_LOG_FILTER: &str = "info,notify=warn";
+
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PROJECTED_TOKEN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

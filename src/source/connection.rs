@@ -6,12 +6,15 @@
 //! well-behaved client of its own rotating token.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use kube::config::Kubeconfig;
 use secrecy::{ExposeSecret as _, SecretString};
+
+use super::exec_credential::{ClusterInfo, ExecPlugin};
 
 /// Where a pod's own service account files are mounted.
 pub const IN_CLUSTER_CREDENTIALS_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
@@ -33,6 +36,8 @@ pub enum Credential {
     Token(SecretString),
     /// A token file, re-read before each request (in-cluster token, kubeconfig `tokenFile`).
     TokenFile(PathBuf),
+    /// A kubeconfig exec plugin, run again when its token expires or is refused.
+    Exec(Arc<ExecPlugin>),
 }
 
 impl std::fmt::Debug for Credential {
@@ -41,6 +46,7 @@ impl std::fmt::Debug for Credential {
             Self::None => f.write_str("None"),
             Self::Token(_) => f.write_str("Token(<redacted>)"),
             Self::TokenFile(path) => f.debug_tuple("TokenFile").field(path).finish(),
+            Self::Exec(plugin) => f.debug_tuple("Exec").field(plugin).finish(),
         }
     }
 }
@@ -186,15 +192,23 @@ pub fn from_kubeconfig(
         .find(|a| a.name == user_name)
         .and_then(|a| a.auth_info.clone())
         .unwrap_or_default();
-    if auth.exec.is_some() || auth.auth_provider.is_some() {
+    if auth.auth_provider.is_some() {
         return Err(error(format!(
-            "user {user_name:?} authenticates with an exec or auth-provider plugin, which the sidecar does not run; give it a token, tokenFile or client certificate"
+            "user {user_name:?} authenticates with an auth-provider plugin (removed from client-go in 1.26); give it an exec plugin, a token, tokenFile or client certificate"
         )));
     }
-    let credential = match (&auth.token, &auth.token_file) {
-        (Some(token), _) => Credential::Token(token.clone()),
-        (None, Some(path)) => Credential::TokenFile(PathBuf::from(path)),
-        (None, None) => Credential::None,
+    let credential = match (&auth.token, &auth.token_file, &auth.exec) {
+        (Some(token), _, _) => Credential::Token(token.clone()),
+        (None, Some(path), _) => Credential::TokenFile(PathBuf::from(path)),
+        (None, None, Some(exec)) => {
+            let cluster_info = ClusterInfo {
+                server: server.clone(),
+                certificate_authority_data: cluster.certificate_authority_data.clone(),
+                insecure_skip_tls_verify: cluster.insecure_skip_tls_verify.unwrap_or(false),
+            };
+            Credential::Exec(Arc::new(ExecPlugin::new(exec, &user_name, &cluster_info)?))
+        }
+        (None, None, None) => Credential::None,
     };
     let client_certificate = match (&auth.client_certificate_data, &auth.client_certificate) {
         (Some(data), _) => Some(PemSource::Inline(decode_data(
@@ -273,11 +287,18 @@ impl ConnectionSpec {
             .map_err(|e| error(format!("HTTP client for {}: {e}", self.server)))
     }
 
-    /// The bearer token for the next request (a token file is read now).
-    pub fn bearer_token(&self) -> Result<Option<String>, ConnectionError> {
+    /// The bearer token for the next request at `now` (a token file is read now; an exec
+    /// plugin runs when its last token expired).
+    pub async fn bearer_token(
+        &self,
+        now: jiff::Timestamp,
+    ) -> Result<Option<String>, ConnectionError> {
         match &self.credential {
             Credential::None => Ok(None),
             Credential::Token(token) => Ok(Some(token.expose_secret().to_owned())),
+            Credential::Exec(plugin) => {
+                Ok(Some(plugin.token(now).await?.expose_secret().to_owned()))
+            }
             Credential::TokenFile(path) => {
                 let token = std::fs::read_to_string(path).map_err(|e| {
                     error(format!("cannot read our own token {}: {e}", path.display()))
@@ -291,6 +312,14 @@ impl ConnectionSpec {
                 }
                 Ok(Some(token.to_owned()))
             }
+        }
+    }
+
+    /// The server refused our credential (401): an exec plugin's cached token is dropped so
+    /// the next request runs the plugin again. Files are re-read anyway.
+    pub async fn credential_refused(&self) {
+        if let Credential::Exec(plugin) = &self.credential {
+            plugin.invalidate().await;
         }
     }
 
@@ -350,15 +379,17 @@ users:
     exec: {apiVersion: client.authentication.k8s.io/v1, command: aws}
 "#;
 
-    #[test]
-    fn kubeconfig_contexts_resolve_to_connections() {
+    const NOW: jiff::Timestamp = jiff::Timestamp::UNIX_EPOCH;
+
+    #[tokio::test]
+    async fn kubeconfig_contexts_resolve_to_connections() {
         let config = Kubeconfig::from_yaml(KUBECONFIG).expect("kubeconfig");
         let dev = from_kubeconfig(&config, None).expect("current context");
         assert_eq!(dev.server, "https://127.0.0.1:6443");
         assert_eq!(dev.namespace.as_deref(), Some("team-a"));
         assert!(matches!(dev.ca, Some(PemSource::Inline(ref b)) if b == b"-----BEGIN"));
         assert_eq!(
-            dev.bearer_token().ok().flatten().as_deref(),
+            dev.bearer_token(NOW).await.ok().flatten().as_deref(),
             Some("secret-token")
         );
         assert!(
@@ -372,32 +403,35 @@ users:
             matches!(certs.client_key, Some(PemSource::File(ref p)) if p == Path::new("/certs/k.pem"))
         );
 
-        let exec = from_kubeconfig(&config, Some("exec")).unwrap_err();
-        assert!(exec.0.contains("exec"), "{exec}");
+        let exec = from_kubeconfig(&config, Some("exec")).expect("exec context");
+        assert!(matches!(exec.credential, Credential::Exec(_)));
         let broken = from_kubeconfig(&config, Some("broken")).unwrap_err();
         assert!(broken.0.contains("\"nowhere\""), "{broken}");
         let missing = from_kubeconfig(&config, Some("nope")).unwrap_err();
         assert!(missing.0.contains("\"nope\""), "{missing}");
     }
 
-    #[test]
-    fn token_file_is_read_per_request_and_empty_is_an_error() {
+    #[tokio::test]
+    async fn token_file_is_read_per_request_and_empty_is_an_error() {
         let dir = tempfile::tempdir().expect("tempdir");
         let token = dir.path().join("token");
         let spec = ConnectionSpec {
             credential: Credential::TokenFile(token.clone()),
             ..in_cluster(Some("h"), Some("1"), dir.path()).expect("spec")
         };
-        assert!(spec.bearer_token().is_err());
+        assert!(spec.bearer_token(NOW).await.is_err());
         std::fs::write(&token, "first\n").expect("write");
-        assert_eq!(spec.bearer_token().ok().flatten().as_deref(), Some("first"));
+        assert_eq!(
+            spec.bearer_token(NOW).await.ok().flatten().as_deref(),
+            Some("first")
+        );
         std::fs::write(&token, "second").expect("write");
         assert_eq!(
-            spec.bearer_token().ok().flatten().as_deref(),
+            spec.bearer_token(NOW).await.ok().flatten().as_deref(),
             Some("second")
         );
         std::fs::write(&token, "  \n").expect("write");
-        let err = spec.bearer_token().unwrap_err();
+        let err = spec.bearer_token(NOW).await.unwrap_err();
         assert!(err.0.contains("read empty token"), "{err}");
     }
 }

@@ -23,7 +23,15 @@ pub struct KubeTokenSource {
     connection: ConnectionSpec,
     client: reqwest::Client,
     clock: std::sync::Arc<dyn Clock>,
+    /// Bounds the requests in flight. When a hundred tokens fall due together, unbounded
+    /// requests would each open a TLS connection before the first one negotiated HTTP/2 and
+    /// could be shared; a few at a time reuse it, and spare the API server a burst
+    /// (client-go's default rate limit is 5 per second with a burst of 10).
+    in_flight: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// Token requests in flight at once, per source.
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 8;
 
 impl KubeTokenSource {
     pub fn new(
@@ -35,6 +43,7 @@ impl KubeTokenSource {
             connection,
             client,
             clock,
+            in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS_IN_FLIGHT)),
         }
     }
 
@@ -196,9 +205,14 @@ impl TokenSource for KubeTokenSource {
             .header("content-type", "application/json")
             .header("accept", "application/json")
             .body(body);
+        let _permit =
+            self.in_flight.acquire().await.map_err(|_| {
+                SourceError::Unavailable("the token source is shutting down".into())
+            })?;
         if let Some(token) = self
             .connection
-            .bearer_token()
+            .bearer_token(self.clock.now())
+            .await
             .map_err(|e| SourceError::Unavailable(e.to_string()))?
         {
             http = http.bearer_auth(token);
@@ -207,6 +221,9 @@ impl TokenSource for KubeTokenSource {
             SourceError::Unavailable(format!("POST {url}: {}", crate::errors::error_chain(&e)))
         })?;
         let status = response.status().as_u16();
+        if status == 401 {
+            self.connection.credential_refused().await;
+        }
         let retry_after = response
             .headers()
             .get("retry-after")

@@ -2,6 +2,7 @@
 //! kube-apiserver TokenRequest client ([`kube`], connected as [`connection`] says).
 
 pub mod connection;
+pub mod exec_credential;
 pub mod kube;
 
 use std::future::Future;
