@@ -72,3 +72,58 @@ fn kubernetes_example_parses_and_uses_real_flags() {
     }
     assert!(checked >= 10, "only {checked} variables checked");
 }
+
+/// `examples/token_client`, built by `cargo test` next to the test binaries' own binary.
+fn example_binary(name: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new(common::BIN)
+        .parent()
+        .expect("target directory")
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo test` builds the examples; with a narrower selection run `cargo build --examples` first",
+        path.display()
+    );
+    path
+}
+
+/// `examples/reload-test.sh` with `examples/token_client`: re-reading the token per request
+/// passes `check`; reading it once fails it, naming that client.
+#[test]
+fn reload_test_script_passes_the_good_client_and_fails_the_read_once_one() {
+    let client = example_binary("token_client");
+    let script = format!("{}/examples/reload-test.sh", env!("CARGO_MANIFEST_DIR"));
+    let run = |reload: &str| {
+        let output = Command::new(&script)
+            .arg(format!(
+                "exec {:?} --reload {reload} --interval-ms 200 --credentials-dir \"$SERVICEACCOUNT_DIR\"",
+                client.display().to_string()
+            ))
+            .env("PROJECTED_TOKEN_BIN", common::BIN)
+            .env("DURATION", "8")
+            .env("LIFETIME", "2")
+            .output()
+            .expect("run reload-test.sh");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.code(), text)
+    };
+    let ((good, good_text), (bad, bad_text)) = std::thread::scope(|s| {
+        let good = s.spawn(|| run("per-request"));
+        let bad = s.spawn(|| run("never"));
+        (good.join().unwrap(), bad.join().unwrap())
+    });
+    assert_eq!(good, Some(0), "{good_text}");
+    assert!(
+        good_text.contains("all 1 clients within bounds"),
+        "{good_text}"
+    );
+    assert!(
+        good_text.contains("requests succeeded, 0 failed"),
+        "{good_text}"
+    );
+    assert_eq!(bad, Some(1), "{bad_text}");
+    assert!(bad_text.contains("token-client/read-once"), "{bad_text}");
+    assert!(bad_text.contains("reload delay"), "{bad_text}");
+}

@@ -204,10 +204,8 @@ impl ExecPlugin {
             let mut err = Vec::new();
             let mut stdout = stdout.take(MAX_OUTPUT_BYTES);
             let mut stderr = stderr.take(MAX_OUTPUT_BYTES);
-            let (read_out, read_err) = tokio::join!(
-                stdout.read_to_end(&mut out),
-                stderr.read_to_end(&mut err),
-            );
+            let (read_out, read_err) =
+                tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err),);
             let status = child.wait().await;
             (read_out.and(read_err).and(status), out, err)
         };
