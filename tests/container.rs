@@ -1,0 +1,422 @@
+//! The container image, the static binary and the docker-compose examples.
+//!
+//! The static binaries come from `scripts/build-static.sh` (`.ci/run` runs it before the tests);
+//! Docker tests need a Docker Engine that answers, and the compose end-to-end test
+//! `docker-compose`. Where one is missing the test prints `SKIPPED:` with the reason.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const IMAGE: &str = "projected-token:latest";
+const CLIENT_IMAGE: &str = "projected-token-example-client:latest";
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn static_binary() -> PathBuf {
+    repo().join("target/image/rootfs/usr/local/bin/projected-token")
+}
+
+fn run(command: &mut Command) -> Output {
+    command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"))
+}
+
+fn text(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
+}
+
+/// Why Docker tests cannot run here, if they cannot.
+fn docker_missing() -> Option<String> {
+    if !static_binary().exists() {
+        return Some(format!(
+            "{} is missing; run scripts/build-static.sh first (.ci/run does)",
+            static_binary().display()
+        ));
+    }
+    match Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+    {
+        Err(e) => Some(format!("no docker client: {e}")),
+        Ok(out) if !out.status.success() => {
+            Some(format!("no Docker Engine answers: {}", text(&out).trim()))
+        }
+        Ok(_) => None,
+    }
+}
+
+/// Builds both images once per test process (scripts/build-image.sh, static build skipped).
+fn images() -> Result<(), String> {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out =
+                run(Command::new(repo().join("scripts/build-image.sh"))
+                    .env("SKIP_STATIC_BUILD", "1"));
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(text(&out))
+            }
+        })
+        .clone()
+}
+
+#[test]
+fn release_binary_is_static() {
+    let binary = static_binary();
+    if !binary.exists() {
+        println!(
+            "SKIPPED: {} is missing; run scripts/build-static.sh first (.ci/run does)",
+            binary.display()
+        );
+        return;
+    }
+    let out = run(Command::new("ldd").arg(&binary));
+    let said = text(&out);
+    assert!(
+        said.contains("statically linked") || said.contains("not a dynamic executable"),
+        "ldd {}: {said}",
+        binary.display()
+    );
+    // And it runs with no environment at all, as in a scratch image.
+    let out = run(Command::new(&binary).arg("--version").env_clear());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).starts_with("projected-token "), "{}", text(&out));
+}
+
+/// Removes a container at the end of a test, however it ends.
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("docker").args(["rm", "-f", &self.0]).output();
+    }
+}
+
+fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn image_runs_version_and_emulate_as_non_root() {
+    if let Some(why) = docker_missing() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    images().expect("images build");
+
+    let config = run(Command::new("docker").args([
+        "image",
+        "inspect",
+        "--format",
+        "{{.Config.User}}|{{json .Config.Entrypoint}}|{{index .Config.Labels \"org.opencontainers.image.title\"}}|{{.Size}}",
+        IMAGE,
+    ]));
+    let config = text(&config);
+    let fields: Vec<&str> = config.trim().split('|').collect();
+    assert_eq!(
+        fields[..3],
+        ["65532:65532", "[\"projected-token\"]", "projected-token"],
+        "{config}"
+    );
+    let size: u64 = fields[3].parse().expect("image size");
+    let binary = std::fs::metadata(static_binary()).unwrap().len();
+    assert!(
+        size < binary + 64 * 1024,
+        "the image is the binary and two directories: {size} bytes for a {binary}-byte binary"
+    );
+
+    let version =
+        run(Command::new("docker").args(["run", "--rm", "--network", "none", IMAGE, "--version"]));
+    assert!(version.status.success(), "{}", text(&version));
+    assert_eq!(
+        text(&version).trim(),
+        format!("projected-token {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    let name = format!("projected-token-test-{}", std::process::id());
+    let container = Container(name.clone());
+    let started = run(Command::new("docker").args([
+        "run",
+        "-d",
+        "--name",
+        &container.0,
+        "--network",
+        "none",
+        IMAGE,
+        "emulate",
+        "--dir",
+        "/projected",
+        "--expiration-seconds",
+        "2",
+        "--key-algorithm",
+        "es256",
+    ]));
+    assert!(started.status.success(), "{}", text(&started));
+    // Two rotations at least, then the token explains itself inside the container.
+    let inspected = wait_until(
+        "a rotated token in the container",
+        Duration::from_secs(30),
+        || {
+            let logs = text(&run(Command::new("docker").args(["logs", &name])));
+            if logs.matches("rotated").count() < 2 {
+                return None;
+            }
+            let out = run(Command::new("docker").args([
+                "exec",
+                &name,
+                "projected-token",
+                "inspect",
+                "/projected/token",
+            ]));
+            out.status.success().then(|| text(&out))
+        },
+    );
+    assert!(
+        inspected.contains("system:serviceaccount:default:default"),
+        "{inspected}"
+    );
+    let id = run(Command::new("docker").args(["exec", &name, "projected-token", "--version"]));
+    assert!(id.status.success());
+    let stat = run(Command::new("docker").args(["top", &name]));
+    assert!(
+        text(&stat).contains("65532"),
+        "runs as 65532: {}",
+        text(&stat)
+    );
+}
+
+/// A compose file as JSON, after the YAML parser.
+fn compose_file(name: &str) -> serde_json::Value {
+    let path = repo().join("examples/docker-compose").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// Every `--flag` of a service's command is one the subcommand has.
+fn assert_real_flags(service: &serde_json::Value) {
+    let args: Vec<&str> = service["command"]
+        .as_array()
+        .expect("command as a list")
+        .iter()
+        .map(|a| a.as_str().expect("string arguments"))
+        .collect();
+    let help = run(Command::new(common::BIN).args([args[0], "--help"]));
+    let help = text(&help);
+    for arg in &args[1..] {
+        let flag = arg.split('=').next().unwrap_or(arg);
+        assert!(
+            flag.starts_with("--") && help.contains(&format!("{flag} "))
+                || help.contains(&format!("{flag}\n"))
+                || help.contains(&format!("{flag} <")),
+            "{flag} is not a flag of `{}`",
+            args[0]
+        );
+    }
+}
+
+#[test]
+fn compose_files_validate() {
+    const MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+    for (file, writer) in [
+        ("docker-compose.yaml", "emulator"),
+        ("docker-compose.cluster.yaml", "sidecar"),
+    ] {
+        let compose = compose_file(file);
+        let services = &compose["services"];
+        let writer = &services[writer];
+        assert_real_flags(writer);
+        assert!(
+            writer["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v == "serviceaccount:/projected"),
+            "{file}: the writer projects into the volume root"
+        );
+        let app = &services["app"];
+        assert!(
+            app["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v == &serde_json::Value::from(format!("serviceaccount:{MOUNT}:ro"))),
+            "{file}: the app mounts the volume where in-cluster clients look"
+        );
+        assert!(
+            app["environment"]["KUBERNETES_SERVICE_HOST"].is_string(),
+            "{file}"
+        );
+        assert!(
+            app["environment"]["KUBERNETES_SERVICE_PORT"].is_string(),
+            "{file}"
+        );
+        assert!(compose["volumes"]["serviceaccount"].is_object(), "{file}");
+    }
+    let emulated = compose_file("docker-compose.yaml");
+    assert_eq!(
+        emulated["services"]["app"]["environment"]["KUBERNETES_SERVICE_HOST"],
+        "emulator"
+    );
+    let command = emulated["services"]["emulator"]["command"].to_string();
+    assert!(command.contains("--san=emulator"), "{command}");
+
+    // Compose's own schema check, where docker-compose is installed (it needs no daemon).
+    let Ok(version) = Command::new("docker-compose").arg("version").output() else {
+        println!("SKIPPED: docker-compose config (docker-compose is not installed); the structural checks above ran");
+        return;
+    };
+    assert!(version.status.success());
+    for file in ["docker-compose.yaml", "docker-compose.cluster.yaml"] {
+        let out = run(Command::new("docker-compose")
+            .args([
+                "-f",
+                &format!("examples/docker-compose/{file}"),
+                "config",
+                "-q",
+            ])
+            .current_dir(repo())
+            .env("KUBECONFIG_FILE", "/dev/null")
+            .env("KUBERNETES_SERVICE_HOST", "api.example.com"));
+        assert!(out.status.success(), "{file}: {}", text(&out));
+    }
+    // The cluster variant names what it needs.
+    let out = run(Command::new("docker-compose")
+        .args([
+            "-f",
+            "examples/docker-compose/docker-compose.cluster.yaml",
+            "config",
+            "-q",
+        ])
+        .current_dir(repo())
+        .env_remove("KUBECONFIG_FILE")
+        .env("KUBERNETES_SERVICE_HOST", "api.example.com"));
+    assert!(!out.status.success());
+    assert!(text(&out).contains("KUBECONFIG_FILE"), "{}", text(&out));
+}
+
+/// `docker-compose down -v` of a project, however the test ends.
+struct Project {
+    name: String,
+}
+
+impl Project {
+    fn compose(&self, args: &[&str]) -> Command {
+        let mut command = Command::new("docker-compose");
+        command
+            .args([
+                "-p",
+                &self.name,
+                "-f",
+                "examples/docker-compose/docker-compose.yaml",
+            ])
+            .args(args)
+            .current_dir(repo())
+            .env("TOKEN_LIFETIME", "3");
+        command
+    }
+
+    fn leftovers(&self) -> String {
+        let label = format!("label=com.docker.compose.project={}", self.name);
+        let mut found = String::new();
+        for kind in [["ps", "-aq"], ["volume", "ls"], ["network", "ls"]] {
+            let out = run(Command::new("docker")
+                .args(kind)
+                .args(["-q", "--filter", &label]));
+            found.push_str(String::from_utf8_lossy(&out.stdout).trim());
+        }
+        found
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = self.compose(&["down", "-v", "--remove-orphans"]).output();
+    }
+}
+
+#[test]
+fn compose_up_app_authenticates_in_cluster_and_check_passes() {
+    if let Some(why) = docker_missing() {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    if Command::new("docker-compose")
+        .arg("version")
+        .output()
+        .is_err()
+    {
+        println!("SKIPPED: docker-compose is not installed");
+        return;
+    }
+    images().expect("images build");
+    let project = Project {
+        name: format!("projected-token-test-{}", std::process::id()),
+    };
+    let up = run(&mut project.compose(&["up", "-d"]));
+    assert!(up.status.success(), "{}", text(&up));
+
+    // The app's requests succeed with a few rotated tokens: ~2.4 s per rotation.
+    let logs = wait_until(
+        "the app using three tokens",
+        Duration::from_secs(60),
+        || {
+            let emulator = text(&run(&mut project.compose(&[
+                "logs",
+                "--no-color",
+                "emulator",
+            ])));
+            let app = text(&run(&mut project.compose(&["logs", "--no-color", "app"])));
+            (emulator.matches("rotated").count() >= 3
+                && app
+                    .matches("ok system:serviceaccount:default:default")
+                    .count()
+                    >= 10)
+                .then_some(app)
+        },
+    );
+    assert!(!logs.contains("failed:"), "{logs}");
+
+    let check = run(&mut project.compose(&[
+        "exec",
+        "-T",
+        "emulator",
+        "projected-token",
+        "check",
+        "--server",
+        "https://127.0.0.1:6443",
+        "--ca",
+        "/projected/ca.crt",
+        "--token-file",
+        "/tmp/admin-token",
+        "--max-reload-delay",
+        "1s",
+        "--output",
+        "json",
+    ]));
+    let report = text(&check);
+    assert!(check.status.success(), "{report}");
+    let report: serde_json::Value = serde_json::from_str(&String::from_utf8_lossy(&check.stdout))
+        .unwrap_or_else(|e| panic!("check --output json: {e}: {report}"));
+    assert_eq!(report["within_bounds"], true);
+    assert_eq!(report["clients"], 1, "the app is the one client");
+
+    let down = run(&mut project.compose(&["down", "-v"]));
+    assert!(down.status.success(), "{}", text(&down));
+    assert_eq!(project.leftovers(), "", "down leaves nothing");
+}
