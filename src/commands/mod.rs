@@ -9,6 +9,7 @@ pub mod serve;
 pub mod setup;
 pub mod sidecar;
 pub mod volumes;
+pub mod watch;
 
 use std::process::ExitCode;
 
@@ -63,6 +64,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Serve(args) => serve::run(*args).await,
             Command::Sidecar(args) => sidecar::run(*args).await,
             Command::Check(args) => check::run(&args).await,
+            Command::Watch(args) => watch::run(args).await,
         }
     });
     match result {
@@ -76,7 +78,9 @@ pub fn run(cli: Cli) -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PROJECTED_TOKEN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // notify logs at info when the kernel already dropped the watch of a removed directory
+        // (every old version directory): routine, not news.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,notify=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

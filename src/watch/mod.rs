@@ -415,6 +415,57 @@ fn changed_names(
     names
 }
 
+/// The environment of `watch --exec` for one event (the command adds the directory and token
+/// path). Times are RFC 3339; absent values are left unset rather than empty.
+pub fn exec_env(event: &Event) -> Vec<(&'static str, String)> {
+    let mut env = vec![("PROJECTED_TOKEN_EVENT", event.kind().to_owned())];
+    if let Ok(json) = serde_json::to_string(event) {
+        env.push(("PROJECTED_TOKEN_EVENT_JSON", json));
+    }
+    let mut set = |name: &'static str, value: Option<String>| {
+        if let Some(value) = value {
+            env.push((name, value));
+        }
+    };
+    let time = |t: &Option<Timestamp>| t.map(|t| t.to_string());
+    match event {
+        Event::Rotation {
+            old_jti,
+            new_jti,
+            iat,
+            exp,
+            warnafter,
+            consistent,
+            new_data_dir,
+            ..
+        } => {
+            set("PROJECTED_TOKEN_JTI", new_jti.clone());
+            set("PROJECTED_TOKEN_OLD_JTI", old_jti.clone());
+            set("PROJECTED_TOKEN_ISSUED_AT", time(iat));
+            set("PROJECTED_TOKEN_EXPIRES_AT", time(exp));
+            set("PROJECTED_TOKEN_WARN_AFTER", time(warnafter));
+            set("PROJECTED_TOKEN_CONSISTENT", Some(consistent.to_string()));
+            set("PROJECTED_TOKEN_DATA_DIR", new_data_dir.clone());
+        }
+        Event::Update {
+            jti,
+            consistent,
+            new_data_dir,
+            ..
+        } => {
+            set("PROJECTED_TOKEN_JTI", jti.clone());
+            set("PROJECTED_TOKEN_CONSISTENT", Some(consistent.to_string()));
+            set("PROJECTED_TOKEN_DATA_DIR", new_data_dir.clone());
+        }
+        Event::Error { errors, .. } => set("PROJECTED_TOKEN_ERROR", Some(errors.join("; "))),
+        Event::Recovered { jti, data_dir, .. } => {
+            set("PROJECTED_TOKEN_JTI", jti.clone());
+            set("PROJECTED_TOKEN_DATA_DIR", data_dir.clone());
+        }
+    }
+    env
+}
+
 /// One line of `watch`'s text output (no newline). Never contains a token.
 pub fn render_text(event: &Event) -> String {
     let time = |t: &Option<Timestamp>| t.map_or_else(|| "-".to_owned(), |t| t.to_string());

@@ -289,3 +289,30 @@ fn json_objects_carry_the_required_fields() {
     assert_eq!(events[0].kind(), "rotation");
     assert!(!events[0].is_problem());
 }
+
+#[test]
+fn exec_environment() {
+    let mut tracker = Tracker::new();
+    tracker.start(&layout("..v1", "a", 1), at(0));
+    let events = tracker.observe(&layout("..v2", "b", 1), at(1));
+    let env: BTreeMap<_, _> = exec_env(&events[0]).into_iter().collect();
+    assert_eq!(env["PROJECTED_TOKEN_EVENT"], "rotation");
+    assert_eq!(env["PROJECTED_TOKEN_JTI"], "b");
+    assert_eq!(env["PROJECTED_TOKEN_OLD_JTI"], "a");
+    assert_eq!(env["PROJECTED_TOKEN_ISSUED_AT"], "2023-11-14T22:13:20Z");
+    assert_eq!(env["PROJECTED_TOKEN_EXPIRES_AT"], "2023-11-14T22:23:20Z");
+    assert_eq!(env["PROJECTED_TOKEN_WARN_AFTER"], "2023-11-14T22:21:20Z");
+    assert_eq!(env["PROJECTED_TOKEN_CONSISTENT"], "true");
+    assert_eq!(env["PROJECTED_TOKEN_DATA_DIR"], "..v2");
+    let json: serde_json::Value = serde_json::from_str(&env["PROJECTED_TOKEN_EVENT_JSON"]).unwrap();
+    assert_eq!(json["new_jti"], "b");
+
+    let error = Event::Error {
+        time: at(2),
+        errors: vec!["one".into(), "two".into()],
+    };
+    let env: BTreeMap<_, _> = exec_env(&error).into_iter().collect();
+    assert_eq!(env["PROJECTED_TOKEN_EVENT"], "error");
+    assert_eq!(env["PROJECTED_TOKEN_ERROR"], "one; two");
+    assert!(!env.contains_key("PROJECTED_TOKEN_JTI"));
+}
