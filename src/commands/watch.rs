@@ -77,8 +77,12 @@ pub async fn run(args: WatchArgs) -> Result<(), CommandError> {
     };
 
     let mut tracker = Tracker::new();
+    // Watch before the first read, so a change right after it still wakes us.
+    wakeups.follow(&dir, dir.is_dir());
     let first = read_settled(&dir, &token_path, &tracker).await;
-    wakeups.follow(&dir, first.exists);
+    if wakeups.follow(&dir, first.exists) {
+        wakeups.wake_now();
+    }
     log_start(&dir, &first, &wakeups);
     output.emit(tracker.start(&first, now()))?;
 
