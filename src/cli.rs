@@ -41,6 +41,9 @@ pub enum Command {
     /// Keep tokens from a real kube-apiserver (TokenRequest) fresh in a directory, as the kubelet
     /// does: a sidecar, init container (--once) or docker-compose service.
     Sidecar(Box<SidecarArgs>),
+    /// Watch a projected directory as client libraries do (inotify, following `..data` swaps;
+    /// polling where inotify is unavailable) and print one line per token rotation.
+    Watch(WatchArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -390,6 +393,67 @@ pub struct CheckArgs {
     pub output: OutputFormat,
 }
 
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The projected directory (e.g. /var/run/secrets/kubernetes.io/serviceaccount). It may not
+    /// exist yet: its first token is then reported as a rotation from nothing.
+    #[arg(env = "PROJECTED_TOKEN_DIR")]
+    pub dir: PathBuf,
+
+    /// Path of the token inside DIR (a projected volume's `serviceAccountToken.path`).
+    #[arg(
+        long,
+        env = "PROJECTED_TOKEN_WATCH_TOKEN_PATH",
+        default_value = "token"
+    )]
+    pub token_path: String,
+
+    /// Output format: one line per event, or one JSON object per line.
+    #[arg(long, short, env = "PROJECTED_TOKEN_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+
+    /// Run this command (no shell; arguments split at spaces) for every event printed, in
+    /// order, with PROJECTED_TOKEN_EVENT, PROJECTED_TOKEN_JTI, ... in its environment.
+    #[arg(long, env = "PROJECTED_TOKEN_WATCH_EXEC")]
+    pub exec: Option<String>,
+
+    /// Time limit of one --exec run (e.g. 30s); its process group is killed after it.
+    #[arg(long, env = "PROJECTED_TOKEN_WATCH_EXEC_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
+    pub exec_timeout: jiff::SignedDuration,
+
+    /// Exit (0) after this many rotations.
+    #[arg(long, env = "PROJECTED_TOKEN_WATCH_COUNT", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+
+    /// Exit after this long (e.g. 30s, 2m): 0, or 1 when --count rotations were not seen by then.
+    #[arg(long, env = "PROJECTED_TOKEN_WATCH_TIMEOUT", value_parser = parse_positive_duration)]
+    pub timeout: Option<jiff::SignedDuration>,
+
+    /// Exit 1 (at --count, --timeout or a signal) if any error event or inconsistent change was
+    /// seen.
+    #[arg(long, env = "PROJECTED_TOKEN_WATCH_STRICT")]
+    pub strict: bool,
+
+    /// Poll instead of using inotify (as on file systems without inotify, e.g. network mounts).
+    #[arg(long, env = "PROJECTED_TOKEN_WATCH_POLL")]
+    pub poll: bool,
+
+    /// How often to look when polling (with --poll, or when inotify is unavailable).
+    #[arg(long, env = "PROJECTED_TOKEN_WATCH_POLL_INTERVAL", default_value = "1s", value_parser = parse_positive_duration)]
+    pub poll_interval: jiff::SignedDuration,
+}
+
+/// A duration above zero in jiff's friendly format (`500ms`, `30s`, `2m`) or ISO 8601.
+fn parse_positive_duration(text: &str) -> Result<jiff::SignedDuration, String> {
+    let duration: jiff::SignedDuration = text
+        .parse()
+        .map_err(|e| format!("not a duration ({e}); e.g. 500ms, 30s, 2m"))?;
+    if !duration.is_positive() {
+        return Err("must be above zero".to_owned());
+    }
+    Ok(duration)
+}
+
 /// An https URL without query or fragment: the usage report's path is appended to it.
 fn parse_server_url(text: &str) -> Result<reqwest::Url, String> {
     let url = reqwest::Url::parse(text)
@@ -433,6 +497,21 @@ mod tests {
         assert!(parse_reload_delay("-5s").is_err());
         assert!(parse_reload_delay("5").is_err());
         assert!(parse_reload_delay("soon").is_err());
+    }
+
+    #[test]
+    fn positive_durations() {
+        assert_eq!(
+            parse_positive_duration("500ms"),
+            Ok(jiff::SignedDuration::from_millis(500))
+        );
+        assert_eq!(
+            parse_positive_duration("2m"),
+            Ok(jiff::SignedDuration::from_secs(120))
+        );
+        assert!(parse_positive_duration("0s").is_err());
+        assert!(parse_positive_duration("-1s").is_err());
+        assert!(parse_positive_duration("10").is_err());
     }
 
     #[test]

@@ -443,6 +443,18 @@ async fn run_exec(
     timeout: Duration,
     event: &RotationEvent,
 ) -> Result<(), String> {
+    exec_command(index, command, timeout, exec_env(event)).await
+}
+
+/// Runs `command` (an argv, no shell) in its own process group with `env` set and the caller's
+/// other `PROJECTED_TOKEN_*` variables removed, killing the group after `timeout`. Its output is
+/// logged (JWT-shaped text redacted); `index` names it in the log.
+pub async fn exec_command(
+    index: usize,
+    command: &[String],
+    timeout: Duration,
+    env: Vec<(&'static str, OsString)>,
+) -> Result<(), String> {
     let (program, args) = command
         .split_first()
         .ok_or_else(|| "empty command".to_string())?;
@@ -459,7 +471,7 @@ async fn run_exec(
             cmd.env_remove(key);
         }
     }
-    cmd.envs(exec_env(event));
+    cmd.envs(env);
     let mut child = cmd
         .spawn()
         .map_err(|e| format!("cannot start {program}: {e}"))?;

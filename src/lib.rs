@@ -17,3 +17,4 @@ pub mod refresher;
 pub mod source;
 pub mod tls;
 pub mod token;
+pub mod watch;

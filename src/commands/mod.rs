@@ -9,6 +9,7 @@ pub mod serve;
 pub mod setup;
 pub mod sidecar;
 pub mod volumes;
+pub mod watch;
 
 use std::process::ExitCode;
 
@@ -63,6 +64,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Serve(args) => serve::run(*args).await,
             Command::Sidecar(args) => sidecar::run(*args).await,
             Command::Check(args) => check::run(&args).await,
+            Command::Watch(args) => watch::run(args).await,
         }
     });
     match result {
