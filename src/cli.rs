@@ -44,6 +44,9 @@ pub enum Command {
     /// Watch a projected directory as client libraries do (inotify, following `..data` swaps;
     /// polling where inotify is unavailable) and print one line per token rotation.
     Watch(WatchArgs),
+    /// Drive a running emulator (admin token required): rotate tokens now, rotate the signing
+    /// key, revoke a pod, simulate an outage, change token lifetimes.
+    Ctl(CtlArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -454,6 +457,164 @@ fn parse_positive_duration(text: &str) -> Result<jiff::SignedDuration, String> {
     Ok(duration)
 }
 
+/// How our commands reach a running emulator: its URL, the CA to trust, the admin token.
+#[derive(Debug, Args)]
+pub struct ApiConnectionArgs {
+    /// Base URL of the emulated API server, e.g. https://127.0.0.1:6443.
+    #[arg(long, env = "PROJECTED_TOKEN_SERVER", value_parser = parse_server_url)]
+    pub server: reqwest::Url,
+
+    /// CA certificate (PEM) that signed the server's certificate; the only one trusted.
+    #[arg(long, env = "PROJECTED_TOKEN_CA")]
+    pub ca: PathBuf,
+
+    /// File holding the admin bearer token (the `admin token file` the emulator prints).
+    #[arg(long, env = "PROJECTED_TOKEN_TOKEN_FILE")]
+    pub token_file: PathBuf,
+
+    /// Output format: a line in words, or the server's JSON answer.
+    #[arg(long, short, env = "PROJECTED_TOKEN_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Show the signing keys, any outage, the token lifetime and the projected pods.
+    Status(CtlStatusArgs),
+    /// Replace tokens now, as if their refresh were due: one pod's (--pod) or every one.
+    Rotate(CtlRotateArgs),
+    /// Rotate the signing key: tokens minted from now on carry a new `kid`; the old key stays in
+    /// the JWKS (and accepted) for --grace, or is dropped at once with --grace 0.
+    RotateKey(CtlRotateKeyArgs),
+    /// Revoke a pod's tokens by deleting the pod: they fail authentication from now on.
+    Revoke(CtlRevokeArgs),
+    /// Simulate an API outage for --duration: 503 with Retry-After (unavailable), or refused
+    /// connections (refuse). Returns at once; the server ends the outage by itself.
+    Outage(CtlOutageArgs),
+    /// Change the lifetime of every token the emulator mints (as --expiration-seconds); the
+    /// projected tokens are replaced at once.
+    Lifetime(CtlLifetimeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CtlStatusArgs {
+    #[command(flatten)]
+    pub connection: ApiConnectionArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct CtlRotateArgs {
+    #[command(flatten)]
+    pub connection: ApiConnectionArgs,
+
+    /// Rotate only this pod's tokens (default: every projected token).
+    #[arg(long, env = "PROJECTED_TOKEN_POD_NAME")]
+    pub pod: Option<String>,
+
+    /// Namespace of --pod.
+    #[arg(long, env = "PROJECTED_TOKEN_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CtlRotateKeyArgs {
+    #[command(flatten)]
+    pub connection: ApiConnectionArgs,
+
+    /// How long the old key stays published and accepted (e.g. 30s, 10m, 1h); 0 drops it at
+    /// once, as a bad rollout would: tokens it signed fail from then on.
+    #[arg(long, env = "PROJECTED_TOKEN_GRACE", default_value = "1h", value_parser = parse_seconds)]
+    pub grace: i64,
+
+    /// Algorithm of the new key (default: the current key's).
+    #[arg(long, env = "PROJECTED_TOKEN_KEY_ALGORITHM", value_enum)]
+    pub key_algorithm: Option<KeyAlgorithmArg>,
+
+    /// Also replace every projected token now, signed with the new key.
+    #[arg(long, env = "PROJECTED_TOKEN_ROTATE_TOKENS")]
+    pub rotate_tokens: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CtlRevokeArgs {
+    #[command(flatten)]
+    pub connection: ApiConnectionArgs,
+
+    /// The pod to delete.
+    #[arg(env = "PROJECTED_TOKEN_POD_NAME")]
+    pub pod: String,
+
+    /// Its namespace.
+    #[arg(long, env = "PROJECTED_TOKEN_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutageModeArg {
+    /// Every API request (except the controls) is answered 503 with Retry-After.
+    Unavailable,
+    /// The listeners close: connections are refused until the outage ends.
+    Refuse,
+}
+
+#[derive(Debug, Args)]
+pub struct CtlOutageArgs {
+    #[command(flatten)]
+    pub connection: ApiConnectionArgs,
+
+    /// What clients see during the outage.
+    #[arg(long, env = "PROJECTED_TOKEN_OUTAGE_MODE", value_enum, default_value_t = OutageModeArg::Unavailable)]
+    pub mode: OutageModeArg,
+
+    /// How long (e.g. 10s, 2m; at most 24h).
+    #[arg(long, env = "PROJECTED_TOKEN_OUTAGE_DURATION", value_parser = parse_seconds, required_unless_present = "end")]
+    pub duration: Option<i64>,
+
+    /// End the outage in progress now (a 503 outage; while connections are refused, the
+    /// controls cannot be reached either).
+    #[arg(long, conflicts_with = "duration")]
+    pub end: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CtlLifetimeArgs {
+    #[command(flatten)]
+    pub connection: ApiConnectionArgs,
+
+    /// The new lifetime (e.g. 5s, 10m, 3607s; a bare number is seconds).
+    #[arg(env = "PROJECTED_TOKEN_LIFETIME", value_parser = parse_seconds, required_unless_present = "reset")]
+    pub lifetime: Option<i64>,
+
+    /// Give every token the lifetime its volume asks for again (no --expiration-seconds).
+    #[arg(long, conflicts_with = "lifetime")]
+    pub reset: bool,
+}
+
+/// Whole seconds: a bare number, or a duration (`30s`, `10m`, `1h`, `1m30s`).
+fn parse_seconds(text: &str) -> Result<i64, String> {
+    if let Ok(seconds) = text.trim().parse::<i64>() {
+        return (seconds >= 0)
+            .then_some(seconds)
+            .ok_or_else(|| "must not be negative".to_owned());
+    }
+    let duration: jiff::SignedDuration = text
+        .parse()
+        .map_err(|e| format!("not a duration ({e}); e.g. 30s, 10m, 1h, 1m30s"))?;
+    if duration.is_negative() {
+        return Err("must not be negative".to_owned());
+    }
+    if duration.subsec_nanos() != 0 {
+        return Err("give whole seconds".to_owned());
+    }
+    Ok(duration.as_secs())
+}
+
 /// An https URL without query or fragment: the usage report's path is appended to it.
 fn parse_server_url(text: &str) -> Result<reqwest::Url, String> {
     let url = reqwest::Url::parse(text)
@@ -512,6 +673,18 @@ mod tests {
         assert!(parse_positive_duration("0s").is_err());
         assert!(parse_positive_duration("-1s").is_err());
         assert!(parse_positive_duration("10").is_err());
+    }
+
+    #[test]
+    fn seconds() {
+        assert_eq!(parse_seconds("5"), Ok(5));
+        assert_eq!(parse_seconds("5s"), Ok(5));
+        assert_eq!(parse_seconds("0"), Ok(0));
+        assert_eq!(parse_seconds("1h"), Ok(3600));
+        assert_eq!(parse_seconds("1m30s"), Ok(90));
+        assert!(parse_seconds("1.5s").is_err());
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("soon").is_err());
     }
 
     #[test]

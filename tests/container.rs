@@ -12,7 +12,6 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const IMAGE: &str = "projected-token:latest";
-const CLIENT_IMAGE: &str = "projected-token-example-client:latest";
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -7,13 +7,14 @@
 //! other's tokens; a deleted pod is remembered and never adopted again.
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
 use k8s_openapi::api::authentication::v1::UserInfo;
 
+use crate::issuer::keyring::KeyRing;
 use crate::issuer::objects::ObjectStore;
-use crate::issuer::verify::{KeySet, VerifyError};
+use crate::issuer::verify::VerifyError;
 use crate::token::claims::{service_account_subject, LEGACY_ISSUER};
 use crate::token::{decode, BoundClaims, LegacyClaims, ObjectRef};
 
@@ -81,7 +82,8 @@ impl AuthnFailure {
 /// Validates bearer tokens.
 #[derive(Debug)]
 pub struct Authenticator {
-    pub keys: KeySet,
+    /// The keys published at the time of each request (a signing key rotation changes them).
+    pub keys: Arc<KeyRing>,
     pub issuers: Vec<String>,
     pub api_audiences: Vec<String>,
     admin_token: String,
@@ -98,7 +100,7 @@ fn same_secret(a: &str, b: &str) -> bool {
 
 impl Authenticator {
     pub fn new(
-        keys: KeySet,
+        keys: Arc<KeyRing>,
         issuers: Vec<String>,
         api_audiences: Vec<String>,
         admin_token: String,
@@ -131,9 +133,13 @@ impl Authenticator {
         let decoded = decode(token)
             .map_err(|e| AuthnFailure::new(format!("not a service account token: {e}")))?;
         if decoded.string_claim("iss") == Some(LEGACY_ISSUER) {
-            return self.authenticate_legacy(token, objects);
+            return self.authenticate_legacy(token, objects, now);
         }
-        match self.keys.verify_bound(token, &self.issuers, targets, now) {
+        let published = self.keys.published(now);
+        match published
+            .keys
+            .verify_bound(token, &self.issuers, targets, now)
+        {
             // The signature is checked above without the lock; only the lookups hold it.
             Ok(claims) => self.check_bound_objects(claims, targets, &mut lock(objects)),
             Err(err) => {
@@ -237,8 +243,11 @@ impl Authenticator {
         &self,
         token: &str,
         objects: &Mutex<ObjectStore>,
+        now: Timestamp,
     ) -> Result<Caller, AuthnFailure> {
         self.keys
+            .published(now)
+            .keys
             .verify_signature(token)
             .map_err(|e| AuthnFailure::new(e.to_string()))?;
         let decoded = decode(token).map_err(|e| AuthnFailure::new(e.to_string()))?;

@@ -3,9 +3,11 @@
 
 pub mod audit;
 pub mod authn;
+pub mod controls;
 pub mod discovery;
 pub mod ledger;
 pub mod metrics;
+pub mod outage;
 pub mod protobuf;
 pub mod server;
 pub mod status;

@@ -3,13 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use axum_server::tls::TlsInfo;
 use jiff::Timestamp;
@@ -21,29 +21,35 @@ use serde::Serialize;
 
 use super::audit::{self, AuditEvent, AuditLog};
 use super::authn::{certificate_user, lock, Authenticator, AuthnFailure, Caller, TokenFacts};
+use super::controls::{self, Projector};
 use super::discovery;
 use super::ledger::{Ledger, Rotation, TokenUse};
 use super::metrics::{self, Metrics};
+use super::outage::{OutageMode, OutageSwitch};
 use super::protobuf::{self, BodyError};
 use super::status::ApiError;
 use super::token_request::{prepare_token, sign_token};
 use crate::clock::Clock;
+use crate::issuer::keyring::KeyRing;
 use crate::issuer::objects::ObjectStore;
-use crate::issuer::Issuer;
 
 /// Everything the handlers share.
 pub struct ApiState {
-    pub issuer: Arc<Issuer>,
+    /// The issuer with the current signing key, and the published (accepted) keys.
+    pub keys: Arc<KeyRing>,
     pub authenticator: Authenticator,
     pub objects: Arc<Mutex<ObjectStore>>,
     pub allow_any_token_request: bool,
     pub clock: Arc<dyn Clock>,
-    /// Served as is: `/openid/v1/jwks` and `/.well-known/openid-configuration`.
-    pub jwks_body: String,
-    pub openid_configuration_body: String,
+    /// `jwks_uri` of the OpenID configuration.
+    pub jwks_uri: String,
     pub ledger: Mutex<Ledger>,
     pub metrics: Metrics,
     pub audit: Option<AuditLog>,
+    /// A simulated outage, if one is on (`ctl outage`).
+    pub outage: OutageSwitch,
+    /// `emulate`'s projector, attached once it exists; `serve` has none.
+    pub projector: OnceLock<Arc<dyn Projector>>,
 }
 
 impl ApiState {
@@ -94,9 +100,44 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/healthz", get(health))
         .route("/metrics", get(metrics_text))
         .route("/debug/token-usage", get(token_usage))
+        .route(controls::STATUS_PATH, get(controls::status))
+        .route(controls::ROTATE_TOKENS_PATH, post(controls::rotate_tokens))
+        .route(
+            controls::ROTATE_KEY_PATH,
+            post(controls::rotate_signing_key),
+        )
+        .route(
+            controls::OUTAGE_PATH,
+            post(controls::start_outage).delete(controls::end_outage),
+        )
+        .route(controls::LIFETIME_PATH, put(controls::set_lifetime))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            outage_gate,
+        ))
         .with_state(state)
+}
+
+/// During a `ServiceUnavailable` outage every request but the controls is answered 503 before
+/// it is authenticated or counted, as by a load balancer in front of a server that is down.
+async fn outage_gate(
+    State(state): State<Arc<ApiState>>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let now = state.clock.now();
+    if let Some(outage) = state
+        .outage
+        .current(now)
+        .filter(|o| o.mode == OutageMode::ServiceUnavailable)
+    {
+        if !controls::is_control(request.uri().path()) {
+            return controls::unavailable_response(&outage, now);
+        }
+    }
+    next.run(request).await
 }
 
 /// One request as the audit log and the ledger see it.
@@ -106,14 +147,14 @@ pub struct RequestContext {
     bearer: Option<String>,
     /// The connection's TLS facts: a client certificate in it was verified in the handshake.
     tls: Option<Arc<TlsInfo>>,
-    content_type: Option<String>,
-    method: Method,
+    pub(super) content_type: Option<String>,
+    pub(super) method: Method,
     uri: String,
     user_agent: Option<String>,
     source_ip: Option<String>,
     caller: Option<Caller>,
     object_ref: Option<audit::ObjectReference>,
-    annotations: BTreeMap<String, String>,
+    pub(super) annotations: BTreeMap<String, String>,
 }
 
 impl axum::extract::FromRequestParts<Arc<ApiState>> for RequestContext {
@@ -166,19 +207,27 @@ impl RequestContext {
         }
     }
 
+    /// The request path, without the query.
+    pub(super) fn path(&self) -> &str {
+        self.uri.split('?').next().unwrap_or_default()
+    }
+
     fn verb(&self) -> &'static str {
         match (&self.method, self.object_ref.is_some()) {
             (&Method::POST, true) => "create",
             (&Method::DELETE, true) => "delete",
             (&Method::GET, true) => "get",
+            // Non-resource URLs: the lower-case HTTP method, as upstream.
             (&Method::POST, false) => "post",
+            (&Method::PUT, false) => "put",
+            (&Method::DELETE, false) => "delete",
             _ => "get",
         }
     }
 }
 
 /// Finishes a request: writes its audit event and builds the response.
-fn respond(
+pub(super) fn respond(
     state: &ApiState,
     mut ctx: RequestContext,
     result: Result<Response, ApiError>,
@@ -219,7 +268,7 @@ fn error_response(err: &ApiError) -> Response {
     json_response(code, &err.to_status())
 }
 
-fn json_response<T: Serialize>(code: StatusCode, body: &T) -> Response {
+pub(super) fn json_response<T: Serialize>(code: StatusCode, body: &T) -> Response {
     match serde_json::to_vec(body) {
         Ok(bytes) => (code, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
@@ -293,7 +342,7 @@ impl ApiState {
     }
 
     /// The caller of a request that must be authenticated (401 otherwise).
-    fn caller(&self, ctx: &mut RequestContext) -> Result<Caller, ApiError> {
+    pub(super) fn caller(&self, ctx: &mut RequestContext) -> Result<Caller, ApiError> {
         self.optional_caller(ctx)?
             .ok_or_else(ApiError::unauthorized)
     }
@@ -325,7 +374,7 @@ impl ApiState {
         Ok(caller)
     }
 
-    fn allow(ctx: &mut RequestContext, reason: &str) {
+    pub(super) fn allow(ctx: &mut RequestContext, reason: &str) {
         ctx.annotations.insert(
             audit::annotation::AUTHORIZATION_DECISION.into(),
             "allow".into(),
@@ -336,7 +385,7 @@ impl ApiState {
         );
     }
 
-    fn forbid(ctx: &mut RequestContext) {
+    pub(super) fn forbid(ctx: &mut RequestContext) {
         ctx.annotations.insert(
             audit::annotation::AUTHORIZATION_DECISION.into(),
             "forbid".into(),
@@ -345,7 +394,7 @@ impl ApiState {
 }
 
 /// The audit log's authorization reason for an admin caller.
-fn admin_reason(caller: &Caller) -> &'static str {
+pub(super) fn admin_reason(caller: &Caller) -> &'static str {
     match caller {
         Caller::Admin => "admin token",
         _ => "group system:masters",
@@ -399,16 +448,18 @@ async fn token_request(
         }
         let request = protobuf::decode_token_request(ctx.content_type.as_deref(), &body)
             .map_err(body_error)?;
+        // The issuer with the signing key of this moment (a rotation may replace it).
+        let issuer = state.keys.issuer();
         // The object store is locked for the checks only, not while signing.
         let prepared = prepare_token(
-            &state.issuer,
+            &issuer,
             &mut lock(&state.objects),
             &namespace,
             &name,
             request,
             &mut new_uid,
         )?;
-        let created = sign_token(&state.issuer, prepared, ctx.received_at)?;
+        let created = sign_token(&issuer, prepared, ctx.received_at)?;
         if let Some(jti) = &created.issued.claims.jti {
             ctx.annotations.insert(
                 audit::annotation::ISSUED_CREDENTIAL_ID.into(),
@@ -547,9 +598,19 @@ async fn delete_pod(
             ));
         }
         ApiState::allow(&mut ctx, admin_reason(&caller));
+        // Deleting a pod is how its tokens are revoked (`ctl revoke`).
+        ctx.annotations
+            .insert(controls::CONTROL.into(), "revoke-pod".into());
         let deleted = lock(&state.objects)
             .delete_pod(&namespace, &name)
             .ok_or_else(|| ApiError::not_found("pods", &name))?;
+        ctx.annotations.insert(
+            controls::CONTROL_DETAILS.into(),
+            format!(
+                "pod {namespace}/{name} (uid {}) deleted: its tokens no longer authenticate",
+                deleted.uid
+            ),
+        );
         let pod = k8s_openapi::api::core::v1::Pod {
             metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
                 name: Some(name.clone()),
@@ -576,11 +637,20 @@ fn whole_seconds(at: Timestamp) -> Timestamp {
 
 /// Issuer discovery is public, as clusters commonly make it for external OIDC consumers.
 async fn openid_configuration(State(state): State<Arc<ApiState>>) -> Response {
-    cacheable("application/json", state.openid_configuration_body.clone())
+    let published = state.keys.published(state.clock.now());
+    let algorithms: Vec<&str> = published.algorithms.iter().map(String::as_str).collect();
+    let body = discovery::openid_configuration(
+        &state.keys.issuer().config.issuer,
+        &state.jwks_uri,
+        &algorithms,
+    );
+    cacheable("application/json", body)
 }
 
+/// The keys published now: after a signing key rotation, the old one only until its grace ends.
 async fn jwks(State(state): State<Arc<ApiState>>) -> Response {
-    cacheable("application/jwk-set+json", state.jwks_body.clone())
+    let published = state.keys.published(state.clock.now());
+    cacheable("application/jwk-set+json", published.jwks_json.clone())
 }
 
 fn cacheable(content_type: &'static str, body: String) -> Response {

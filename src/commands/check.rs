@@ -76,7 +76,7 @@ pub fn usage_report_url(server: &reqwest::Url) -> Result<reqwest::Url, CommandEr
 
 /// `Bearer <token>` from the token file, marked sensitive so it is never logged. Error messages
 /// name the file, never its content.
-async fn read_bearer_token(path: &Path) -> Result<HeaderValue, CommandError> {
+pub async fn read_bearer_token(path: &Path) -> Result<HeaderValue, CommandError> {
     let what = format!("--token-file {}", path.display());
     let metadata = tokio::fs::metadata(path)
         .await

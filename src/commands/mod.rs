@@ -2,7 +2,9 @@
 
 pub use crate::errors::error_chain;
 
+pub mod api_client;
 pub mod check;
+pub mod ctl;
 pub mod emulate;
 pub mod inspect;
 pub mod serve;
@@ -65,6 +67,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Sidecar(args) => sidecar::run(*args).await,
             Command::Check(args) => check::run(&args).await,
             Command::Watch(args) => watch::run(args).await,
+            Command::Ctl(args) => ctl::run(&args).await,
         }
     });
     match result {

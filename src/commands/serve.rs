@@ -2,19 +2,18 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::setup::{load_issuer, load_objects, start_api};
+use super::setup::{key_ring, load_issuer, load_objects, start_api};
 use super::{shutdown_signal, CommandError};
 use crate::cli::ServeArgs;
 use crate::clock::{Clock, SystemClock};
-use crate::issuer::Issuer;
 
 pub async fn run(args: ServeArgs) -> Result<(), CommandError> {
     let shutdown = shutdown_signal()?;
     let loaded = load_issuer(&args.issuer).await?;
     let objects = Arc::new(Mutex::new(load_objects(&args.server)?));
-    let issuer = Arc::new(Issuer::new(loaded.config.clone(), loaded.key.clone()));
+    let keys = key_ring(&loaded)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let api = start_api(&loaded, issuer, objects, clock, &args.server).await?;
+    let api = start_api(&loaded, keys, objects, clock, &args.server).await?;
     print_api_summary(&api);
     shutdown.await;
     api.shutdown().await;

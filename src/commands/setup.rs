@@ -13,18 +13,28 @@ use base64::Engine as _;
 use super::CommandError;
 use crate::apiserver::audit::AuditLog;
 use crate::apiserver::authn::{Authenticator, MASTERS_GROUP};
-use crate::apiserver::discovery;
 use crate::apiserver::ledger::Ledger;
 use crate::apiserver::metrics::Metrics;
+use crate::apiserver::outage::{Outage, OutageMode, OutageSwitch};
 use crate::apiserver::server::{router, ApiState};
 use crate::cli::{IssuerArgs, KeyAlgorithmArg, ServerArgs};
 use crate::clock::Clock;
-use crate::issuer::jwks::jwk_set_json;
+use crate::issuer::keyring::KeyRing;
 use crate::issuer::keys::{verification_jwk_from_pem, Jwk};
 use crate::issuer::objects::ObjectStore;
-use crate::issuer::verify::KeySet;
 use crate::issuer::{Issuer, IssuerConfig, KeyAlgorithm, SigningKey};
 use crate::tls::CertificateAuthority;
+
+/// The key ring (signing key and extra verification keys) of `loaded`, shared by the API and
+/// `emulate`'s token source.
+pub fn key_ring(loaded: &LoadedIssuer) -> Result<Arc<KeyRing>, CommandError> {
+    KeyRing::new(
+        Issuer::new(loaded.config.clone(), loaded.key.clone()),
+        loaded.extra_jwks.clone(),
+    )
+    .map(Arc::new)
+    .map_err(|e| CommandError::usage(format!("--extra-verification-keys: {e}")))
+}
 
 /// The issuer's material, loaded from flags.
 pub struct LoadedIssuer {
@@ -150,7 +160,8 @@ pub struct RunningApi {
     /// `https://host:port` of each listener.
     pub urls: Vec<String>,
     pub admin_token_file: PathBuf,
-    handles: Vec<axum_server::Handle<SocketAddr>>,
+    /// Tells every listener to stop for good.
+    stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     /// A generated admin token file in the temporary directory is ours to remove at exit.
     remove_admin_token_file: bool,
@@ -159,9 +170,7 @@ pub struct RunningApi {
 impl RunningApi {
     /// Stops accepting, lets requests in flight finish (up to 2 s), and cleans up.
     pub async fn shutdown(self) {
-        for handle in &self.handles {
-            handle.graceful_shutdown(Some(Duration::from_secs(2)));
-        }
+        self.stop.send_replace(true);
         for task in self.tasks {
             let _ = task.await;
         }
@@ -174,7 +183,7 @@ impl RunningApi {
 /// Binds every `--listen` address, then serves the API on each until [`RunningApi::shutdown`].
 pub async fn start_api(
     loaded: &LoadedIssuer,
-    issuer: Arc<Issuer>,
+    keys: Arc<KeyRing>,
     objects: Arc<Mutex<ObjectStore>>,
     clock: Arc<dyn Clock>,
     args: &ServerArgs,
@@ -234,17 +243,7 @@ pub async fn start_api(
         })
         .collect();
     let public_url = urls.first().cloned().unwrap_or_default();
-    let mut jwks = vec![issuer.key.public_jwk()];
-    jwks.extend(loaded.extra_jwks.iter().cloned());
-    let jwks_body = jwk_set_json(&jwks);
-    let keys = KeySet::from_jwks(&serde_json::from_str(&jwks_body).unwrap_or_default())
-        .map_err(|e| CommandError::failure(format!("verification keys: {e}")))?;
-    let algorithms: Vec<&str> = jwks.iter().map(|k| k.alg.as_str()).collect();
-    let openid_configuration_body = discovery::openid_configuration(
-        &issuer.config.issuer,
-        &format!("{public_url}/openid/v1/jwks"),
-        &algorithms,
-    );
+    let issuer = keys.issuer();
     let audit = args
         .audit_log
         .as_deref()
@@ -253,42 +252,35 @@ pub async fn start_api(
         .map_err(|e| CommandError::usage(format!("--audit-log: {e}")))?;
     let state = Arc::new(ApiState {
         authenticator: Authenticator::new(
-            keys,
+            keys.clone(),
             vec![issuer.config.issuer.clone()],
             issuer.config.api_audiences.clone(),
             admin_token,
         ),
-        issuer,
+        keys,
         objects,
         allow_any_token_request: args.allow_any_token_request,
         clock,
-        jwks_body,
-        openid_configuration_body,
+        jwks_uri: format!("{public_url}/openid/v1/jwks"),
         ledger: Mutex::new(Ledger::new()),
         metrics: Metrics::new(),
         audit,
+        outage: OutageSwitch::new(),
+        projector: std::sync::OnceLock::new(),
     });
     let app = router(state.clone());
-    let mut handles = Vec::new();
+    let (stop, _) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
-    for (listener, local) in listeners {
-        let handle = axum_server::Handle::new();
-        let server = axum_server::from_tcp_rustls(listener, tls.clone())
-            .map_err(|e| CommandError::failure(format!("--listen {local}: {e}")))?
-            // TCP_NODELAY, as Go's net/http (kube-apiserver) sets on every connection: with
-            // Nagle on, a response written in several segments waits for the client's ACK, which
-            // cut HTTP/2 throughput with 16 requests in flight 5-8x (benches/api.rs).
-            .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor))
-            .handle(handle.clone());
-        let service = app
-            .clone()
-            .into_make_service_with_connect_info::<SocketAddr>();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = server.serve(service).await {
-                tracing::error!(listen = %local, error = %e, "API server stopped");
-            }
-        }));
-        handles.push(handle);
+    for (tcp, local) in listeners {
+        let listener = Listener {
+            local,
+            tls: tls.clone(),
+            app: app.clone(),
+            outage: state.outage.subscribe(),
+            stop: stop.subscribe(),
+            clock: state.clock.clone(),
+        };
+        tasks.push(tokio::spawn(listener.run(tcp)));
     }
     if args.allow_any_token_request {
         tracing::warn!("--allow-any-token-request: any authenticated caller may create tokens for any service account (insecure; for trusted docker-compose setups only)");
@@ -297,10 +289,151 @@ pub async fn start_api(
         state,
         urls,
         admin_token_file,
-        handles,
+        stop,
         tasks,
         remove_admin_token_file,
     })
+}
+
+/// One `--listen` address. Serves until stopped; a `RefuseConnections` outage closes it (new
+/// connections are refused, open ones are closed once their requests in flight are answered), and
+/// it listens on the same address again when the outage ends or is ended early.
+struct Listener {
+    local: SocketAddr,
+    tls: RustlsConfig,
+    app: axum::Router,
+    outage: tokio::sync::watch::Receiver<Option<Outage>>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    clock: Arc<dyn Clock>,
+}
+
+/// Why a listener stopped serving.
+enum Served {
+    Stopped,
+    Refusing(Outage),
+}
+
+impl Listener {
+    async fn run(mut self, mut tcp: TcpListener) {
+        loop {
+            let outage = match self.serve(tcp).await {
+                Served::Stopped => return,
+                Served::Refusing(outage) => outage,
+            };
+            tracing::warn!(listen = %self.local, until = %outage.ends_at, "simulated outage: not listening, connections are refused");
+            if !self.wait_out_outage().await {
+                return;
+            }
+            tcp = match self.rebind().await {
+                Some(tcp) => tcp,
+                None => return,
+            };
+            tracing::info!(listen = %self.local, "simulated outage over: listening again");
+        }
+    }
+
+    /// The refusing outage on now, if any (marks the channel seen).
+    fn refusing_now(&mut self) -> Option<Outage> {
+        let now = self.clock.now();
+        (*self.outage.borrow_and_update())
+            .filter(|o| o.mode == OutageMode::RefuseConnections && o.is_active(now))
+    }
+
+    async fn serve(&mut self, tcp: TcpListener) -> Served {
+        let handle: axum_server::Handle<SocketAddr> = axum_server::Handle::new();
+        let server = match axum_server::from_tcp_rustls(tcp, self.tls.clone()) {
+            // TCP_NODELAY, as Go's net/http (kube-apiserver) sets on every connection: with
+            // Nagle on, a response written in several segments waits for the client's ACK, which
+            // cut HTTP/2 throughput with 16 requests in flight 5-8x (benches/api.rs).
+            Ok(server) => server
+                .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor))
+                .handle(handle.clone()),
+            Err(e) => {
+                tracing::error!(listen = %self.local, error = %e, "API server stopped");
+                return Served::Stopped;
+            }
+        };
+        let service = self
+            .app
+            .clone()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let serving = server.serve(service);
+        tokio::pin!(serving);
+        // An outage that started while this listener was closed is seen at once.
+        self.outage.mark_changed();
+        let mut outages_open = true;
+        loop {
+            tokio::select! {
+                result = &mut serving => {
+                    if let Err(e) = result {
+                        tracing::error!(listen = %self.local, error = %e, "API server stopped");
+                    }
+                    return Served::Stopped;
+                }
+                _ = self.stop.changed() => {
+                    handle.graceful_shutdown(Some(Duration::from_secs(2)));
+                    let _ = serving.await;
+                    return Served::Stopped;
+                }
+                changed = self.outage.changed(), if outages_open => {
+                    if changed.is_err() {
+                        outages_open = false;
+                        continue;
+                    }
+                    if let Some(outage) = self.refusing_now() {
+                        // The answer that started the outage is still being written: let
+                        // requests in flight finish (briefly), then close every connection.
+                        handle.graceful_shutdown(Some(Duration::from_secs(1)));
+                        let _ = serving.await;
+                        return Served::Refusing(outage);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits while a refusing outage is on (it may be replaced or ended early). False when the
+    /// server is stopping.
+    async fn wait_out_outage(&mut self) -> bool {
+        loop {
+            let Some(outage) = self.refusing_now() else {
+                return true;
+            };
+            let left =
+                Duration::try_from(outage.remaining(self.clock.now())).unwrap_or(Duration::ZERO);
+            tokio::select! {
+                _ = tokio::time::sleep(left) => {}
+                changed = self.outage.changed() => {
+                    if changed.is_err() {
+                        tokio::time::sleep(left).await;
+                        return true;
+                    }
+                }
+                _ = self.stop.changed() => return false,
+            }
+        }
+    }
+
+    /// Binds the same address again (std sets SO_REUSEADDR, so connections of the previous
+    /// listener in TIME_WAIT do not stand in the way). Retries until it works or the server stops.
+    async fn rebind(&mut self) -> Option<TcpListener> {
+        let mut attempts = 0u32;
+        loop {
+            match TcpListener::bind(self.local).and_then(|l| l.set_nonblocking(true).map(|()| l)) {
+                Ok(tcp) => return Some(tcp),
+                Err(e) => {
+                    if attempts.is_multiple_of(50) {
+                        tracing::error!(listen = %self.local, error = %e, "cannot listen again after the simulated outage; retrying every 100 ms");
+                    }
+                    attempts = attempts.wrapping_add(1);
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = self.stop.changed() => return None,
+            }
+        }
+    }
 }
 
 /// Writes `admin.crt` and `admin.key` (mode 0600) to `dir`: a client certificate of the CA for

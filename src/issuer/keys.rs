@@ -380,6 +380,11 @@ impl SigningKey {
         self.jwk.clone()
     }
 
+    /// [`Self::public_jwk`] without a copy.
+    pub fn public_jwk_ref(&self) -> &Jwk {
+        &self.jwk
+    }
+
     /// PEM of the private key (PKCS#8), e.g. to save a generated key.
     pub fn private_key_pem(&self) -> String {
         pem_encode("PRIVATE KEY", self.pkcs8_der.clone())

@@ -2,6 +2,7 @@
 //! extension), legacy tokens, JWKS, and verification. Pure rules plus crypto; no HTTP.
 
 pub mod jwks;
+pub mod keyring;
 pub mod keys;
 pub mod mint;
 pub mod objects;

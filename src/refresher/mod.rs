@@ -120,11 +120,14 @@ struct VolumeState {
 
 type RotationHook = Box<dyn Fn(&RotationEvent) + Send + Sync>;
 
-/// Requests to a running refresher, from signal handlers and directory watchers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Requests to a running refresher, from signal handlers, directory watchers and the
+/// emulator's controls.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Control {
     /// Refresh every token now (SIGHUP).
     RefreshAll,
+    /// Refresh every token of one pod now (`ctl rotate --pod`).
+    RefreshPod { namespace: String, name: String },
     /// Rewrite one volume from the tokens in hand: restores a layout someone else changed.
     Rewrite { volume: usize },
 }
@@ -336,6 +339,18 @@ impl<S: TokenSource> Refresher<S> {
                 for volume_index in 0..self.volumes.len() {
                     for token_index in 0..self.volumes[volume_index].tokens.len() {
                         self.schedule(volume_index, token_index, now);
+                    }
+                }
+                None
+            }
+            Control::RefreshPod { namespace, name } => {
+                let now = self.clock.now();
+                for volume_index in 0..self.volumes.len() {
+                    let pod = &self.volumes[volume_index].volume.pod;
+                    if pod.namespace == namespace && pod.name == name {
+                        for token_index in 0..self.volumes[volume_index].tokens.len() {
+                            self.schedule(volume_index, token_index, now);
+                        }
                     }
                 }
                 None

@@ -6,12 +6,14 @@ pub mod exec_credential;
 pub mod kube;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 
 use crate::clock::Clock;
-use crate::issuer::{BoundKind, BoundObject, Issuer, ServiceAccountRef, TokenRequestSpec};
+use crate::issuer::keyring::KeyRing;
+use crate::issuer::{BoundKind, BoundObject, ServiceAccountRef, TokenRequestSpec};
 use crate::token::{decode, ObjectRef, TokenLifetime};
 
 /// A TokenRequest as the kubelet makes it for one projected token.
@@ -123,34 +125,78 @@ pub trait TokenSource: Send + Sync + 'static {
 /// Looks up the uid of a service account by namespace and name.
 type ServiceAccountUids = Arc<dyn Fn(&str, &str) -> String + Send + Sync>;
 
+/// Says whether the emulated API would answer a TokenRequest now (an outage makes it fail).
+type Availability = Arc<dyn Fn() -> Result<(), SourceError> + Send + Sync>;
+
+/// The emulator's `--expiration-seconds`, changeable while it runs (`ctl lifetime`): shared by
+/// the token source that reads it and the control that sets it.
+#[derive(Debug, Clone, Default)]
+pub struct LifetimeOverride(Arc<AtomicI64>);
+
+impl LifetimeOverride {
+    /// `None`: every token gets the lifetime its volume asks for.
+    pub fn new(seconds: Option<i64>) -> Self {
+        let this = Self::default();
+        this.set(seconds);
+        this
+    }
+
+    pub fn get(&self) -> Option<i64> {
+        Some(self.0.load(Ordering::Relaxed)).filter(|s| *s > 0)
+    }
+
+    /// Zero or negative means none.
+    pub fn set(&self, seconds: Option<i64>) {
+        self.0
+            .store(seconds.filter(|s| *s > 0).unwrap_or(0), Ordering::Relaxed);
+    }
+}
+
 /// The in-process issuer as a token source: the emulator's kube-apiserver without HTTP.
 #[derive(Clone)]
 pub struct LocalIssuerSource {
-    issuer: Arc<Issuer>,
+    /// The current signing key at each request (it may be rotated while the emulator runs).
+    keys: Arc<KeyRing>,
     clock: Arc<dyn Clock>,
     /// Emulator-only `--expiration-seconds`: replaces every token's lifetime.
-    lifetime_override: Option<i64>,
+    lifetime_override: LifetimeOverride,
     service_account_uid: ServiceAccountUids,
+    availability: Option<Availability>,
 }
 
 impl LocalIssuerSource {
     /// `service_account_uid(namespace, name)` gives the uid to put in the claims.
     pub fn new(
-        issuer: Arc<Issuer>,
+        keys: Arc<KeyRing>,
         clock: Arc<dyn Clock>,
-        lifetime_override: Option<i64>,
+        lifetime_override: LifetimeOverride,
         service_account_uid: impl Fn(&str, &str) -> String + Send + Sync + 'static,
     ) -> Self {
         Self {
-            issuer,
+            keys,
             clock,
             lifetime_override,
             service_account_uid: Arc::new(service_account_uid),
+            availability: None,
         }
+    }
+
+    /// Asks `available` before every request: an error (e.g. a simulated API outage) is the
+    /// answer instead of a token, as the kubelet's TokenRequest would fail.
+    pub fn with_availability(
+        mut self,
+        available: impl Fn() -> Result<(), SourceError> + Send + Sync + 'static,
+    ) -> Self {
+        self.availability = Some(Arc::new(available));
+        self
     }
 
     /// Mints synchronously (RS256 signing takes about a quarter of a millisecond).
     pub fn mint(&self, request: &TokenRequest) -> Result<TokenGrant, SourceError> {
+        if let Some(available) = &self.availability {
+            available()?;
+        }
+        let issuer = self.keys.issuer();
         let spec = TokenRequestSpec {
             audiences: request.audiences.clone(),
             expiration_seconds: Some(request.expiration_seconds),
@@ -166,20 +212,19 @@ impl LocalIssuerSource {
         };
         // Time compression happens before validation so that lifetimes below 600 s pass; the
         // extension decision still looks at what the volume asked for (3607).
-        let validated = match self.lifetime_override {
+        let validated = match self.lifetime_override.get() {
             Some(seconds) => {
                 let asked = TokenRequestSpec {
                     expiration_seconds: Some(request.expiration_seconds.max(600)),
                     ..spec
                 };
-                self.issuer
+                issuer
                     .config
                     .validate(&asked)
                     .map_err(|e| SourceError::Rejected(e.to_string()))?
                     .with_lifetime_override(seconds)
             }
-            None => self
-                .issuer
+            None => issuer
                 .config
                 .validate(&spec)
                 .map_err(|e| SourceError::Rejected(e.to_string()))?,
@@ -189,8 +234,7 @@ impl LocalIssuerSource {
             namespace: request.namespace.clone(),
             name: request.service_account.clone(),
         };
-        let issued = self
-            .issuer
+        let issued = issuer
             .mint(&service_account, &validated, self.clock.now())
             .map_err(|e| SourceError::Unavailable(e.to_string()))?;
         let at = |s: i64| Timestamp::from_second(s).ok();

@@ -1,0 +1,126 @@
+//! How our own commands talk to a running emulator's API (`ctl` today; `check` has the same steps
+//! in its own file and can move here): trust only the given CA, send the admin token from a file,
+//! and turn answers into errors that say what to do.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use reqwest::{Method, StatusCode};
+
+use super::check::read_bearer_token;
+use super::{error_chain, read_ca, CommandError};
+use crate::cli::ApiConnectionArgs;
+
+/// Time limit of one request (a control answers at once; an RSA key takes up to 0.2 s).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Control answers are small; a larger body is not from the emulator.
+const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+
+/// An HTTPS client of one emulator, authenticated as its admin.
+pub struct ApiClient {
+    base: reqwest::Url,
+    client: reqwest::Client,
+    authorization: HeaderValue,
+    token_file: PathBuf,
+}
+
+impl ApiClient {
+    /// Reads `--ca` and `--token-file` (usage errors, exit 2, when they are unusable).
+    pub async fn connect(args: &ApiConnectionArgs) -> Result<Self, CommandError> {
+        let ca = read_ca(
+            "--ca",
+            &args.ca,
+            "the server's certificate (the emulator's ca.crt)",
+        )
+        .await?;
+        let authorization = read_bearer_token(&args.token_file).await?;
+        let client = reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .build()
+            .map_err(|e| {
+                CommandError::failure(format!("cannot set up HTTPS: {}", error_chain(&e)))
+            })?;
+        let mut base = args.server.clone();
+        if !base.path().ends_with('/') {
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
+        }
+        Ok(Self {
+            base,
+            client,
+            authorization,
+            token_file: args.token_file.clone(),
+        })
+    }
+
+    /// `path` (without a leading `/`) under the server's base URL, keeping any path prefix.
+    pub fn url(&self, path: &str) -> Result<reqwest::Url, CommandError> {
+        self.base
+            .join(path.trim_start_matches('/'))
+            .map_err(|e| CommandError::usage(format!("--server {}: {e}", self.base)))
+    }
+
+    /// Sends one request and returns the JSON answer of a success. A 401/403 is a usage error
+    /// about the token file; another 4xx is a usage error with the server's message; a 5xx or
+    /// no answer is a failure.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, CommandError> {
+        let url = self.url(path)?;
+        let mut request = self
+            .client
+            .request(method.clone(), url.clone())
+            .header(AUTHORIZATION, self.authorization.clone());
+        if let Some(body) = body {
+            let bytes = serde_json::to_vec(body)
+                .map_err(|e| CommandError::failure(format!("request body: {e}")))?;
+            request = request.header(CONTENT_TYPE, "application/json").body(bytes);
+        }
+        let fetch_error = |e: reqwest::Error| {
+            CommandError::failure(format!("{method} {url}: {}", error_chain(&e)))
+        };
+        let mut response = request.send().await.map_err(fetch_error)?;
+        let status = response.status();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(fetch_error)? {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > MAX_ANSWER_BYTES {
+                return Err(CommandError::failure(format!(
+                    "{method} {url}: the answer is larger than {MAX_ANSWER_BYTES} bytes"
+                )));
+            }
+        }
+        let json: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
+        if status.is_success() {
+            return json.ok_or_else(|| {
+                CommandError::failure(format!("{method} {url} answered {status} without JSON"))
+            });
+        }
+        let message = json
+            .as_ref()
+            .and_then(|j| j.get("message"))
+            .and_then(|m| m.as_str())
+            .map(str::to_owned)
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_owned());
+        match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(CommandError::usage(format!(
+                "{method} {url} answered HTTP {status}: the server does not accept the token in \
+                 --token-file {} as its admin; give the emulator's admin token file",
+                self.token_file.display()
+            ))),
+            s if s.is_client_error() => Err(CommandError::usage(format!(
+                "{method} {url} answered HTTP {status}: {message}"
+            ))),
+            _ => Err(CommandError::failure(format!(
+                "{method} {url} answered HTTP {status}: {message}"
+            ))),
+        }
+    }
+}

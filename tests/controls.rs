@@ -1,0 +1,821 @@
+//! The emulator's controls end to end: the real `emulate` (or `serve`) binary, driven by the real
+//! `ctl` command and raw HTTPS, with the effect on clients asserted: the token a client reads from
+//! the projected directory, used as a bearer token and under TokenReview, and the JWKS.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::{
+    https_client, send, start_serve, wait_for_file, write_key, Reply, Running, BIN, SERVE_STARTUP,
+};
+use projected_token::issuer::KeyAlgorithm;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+/// Upper bound for anything the emulator does "at once" (a rotation, a rebind) on a busy machine.
+const SOON: Duration = Duration::from_secs(30);
+const CTL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A running `emulate` with its API: URL, CA and admin token files, audit log, projected dir.
+struct Emulator {
+    process: Running,
+    url: String,
+    ca_file: PathBuf,
+    admin_file: PathBuf,
+    audit_file: PathBuf,
+    dir: PathBuf,
+    ca_pem: String,
+    admin_token: String,
+    client: reqwest::Client,
+    _temp: tempfile::TempDir,
+}
+
+impl Emulator {
+    fn start(extra: &[&str]) -> Self {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let (key, _) = write_key(temp.path(), "signing.key", KeyAlgorithm::Es256);
+        let dir = temp.path().join("serviceaccount");
+        let ca_file = temp.path().join("ca.crt");
+        let admin_file = temp.path().join("admin.token");
+        let audit_file = temp.path().join("audit.log");
+        let args: Vec<String> = [
+            "emulate".to_owned(),
+            format!("--dir={}", dir.display()),
+            format!("--signing-key={}", key.display()),
+            format!("--ca-out={}", ca_file.display()),
+            format!("--admin-token-file={}", admin_file.display()),
+            format!("--audit-log={}", audit_file.display()),
+        ]
+        .into_iter()
+        .chain(extra.iter().map(|s| s.to_string()))
+        .collect();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let process = Running::spawn(&args);
+        let lines = process.wait_for_stdout("admin token file: ", SERVE_STARTUP);
+        let url = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("serving https API on "))
+            .expect("URL printed")
+            .to_owned();
+        let ca_pem = std::fs::read_to_string(&ca_file).expect("--ca-out");
+        let admin_token = std::fs::read_to_string(&admin_file)
+            .expect("admin token")
+            .trim()
+            .to_owned();
+        wait_for_file(&dir.join("token"), SOON);
+        let client = https_client(&ca_pem, &[]);
+        Self {
+            process,
+            url,
+            ca_file,
+            admin_file,
+            audit_file,
+            dir,
+            ca_pem,
+            admin_token,
+            client,
+            _temp: temp,
+        }
+    }
+
+    /// The token a client would read now.
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("token"))
+            .expect("token")
+            .trim()
+            .to_owned()
+    }
+
+    /// Waits until the projected token is another than `old` (a rotation happened) and returns it.
+    fn next_token(&self, old: &str) -> String {
+        let deadline = Instant::now() + SOON;
+        loop {
+            let token = self.token();
+            if token != old {
+                return token;
+            }
+            assert!(Instant::now() < deadline, "the token was not rotated");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> std::process::Output {
+        ctl(&self.url, &self.ca_file, &self.admin_file, args)
+    }
+
+    /// `ctl ... -o json` that must succeed; its JSON answer.
+    fn ctl_json(&self, args: &[&str]) -> Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let output = self.ctl(&all);
+        assert_success(&output, args);
+        serde_json::from_slice(&output.stdout).expect("ctl -o json prints JSON")
+    }
+
+    async fn whoami(&self, token: &str) -> Reply {
+        let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
+        send(
+            &self.client,
+            Method::POST,
+            &format!(
+                "{}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                self.url
+            ),
+            Some(token),
+            Some("application/json"),
+            Some(serde_json::to_vec(&body).expect("body")),
+        )
+        .await
+    }
+
+    /// TokenReview of `token` by the admin: its `status`.
+    async fn review(&self, token: &str) -> Value {
+        let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+                          "spec": {"token": token}});
+        let reply = send(
+            &self.client,
+            Method::POST,
+            &format!("{}/apis/authentication.k8s.io/v1/tokenreviews", self.url),
+            Some(&self.admin_token),
+            Some("application/json"),
+            Some(serde_json::to_vec(&body).expect("body")),
+        )
+        .await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        reply.json()["status"].clone()
+    }
+
+    async fn jwks_kids(&self) -> Vec<String> {
+        let reply = send(
+            &self.client,
+            Method::GET,
+            &format!("{}/openid/v1/jwks", self.url),
+            None,
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        kids(&reply.json())
+    }
+
+    /// The audit events of one control.
+    fn audit_events(&self, control: &str) -> Vec<Value> {
+        audit_events(&self.audit_file, control)
+    }
+}
+
+fn ctl(url: &str, ca: &Path, token_file: &Path, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["ctl"];
+    all.extend_from_slice(args);
+    assert_cmd::Command::new(BIN)
+        .args(&all)
+        .env("PROJECTED_TOKEN_SERVER", url)
+        .env("PROJECTED_TOKEN_CA", ca)
+        .env("PROJECTED_TOKEN_TOKEN_FILE", token_file)
+        .timeout(CTL_TIMEOUT)
+        .output()
+        .expect("run ctl")
+}
+
+fn assert_success(output: &std::process::Output, args: &[&str]) {
+    assert!(
+        output.status.success(),
+        "ctl {args:?}: {:?}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn kids(jwks: &Value) -> Vec<String> {
+    jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["kid"].as_str().expect("kid").to_owned())
+        .collect()
+}
+
+fn decoded(token: &str) -> projected_token::token::DecodedToken {
+    projected_token::token::decode(token).expect("a JWT")
+}
+
+fn kid(token: &str) -> String {
+    decoded(token).header["kid"]
+        .as_str()
+        .expect("kid")
+        .to_owned()
+}
+
+fn audit_events(path: &Path, control: &str) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .expect("audit log")
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).expect("audit line is JSON"))
+        .filter(|event| event["annotations"]["projected-token/control"] == control)
+        .collect()
+}
+
+/// Asserts one event of `control` by the admin with this verb, URI and code; returns its details.
+fn assert_audited(events: &[Value], verb: &str, uri: &str, code: u16) -> String {
+    let event = events
+        .iter()
+        .find(|e| e["requestURI"] == uri && e["responseStatus"]["code"] == code)
+        .unwrap_or_else(|| panic!("no audit event for {uri} with {code}: {events:?}"));
+    assert_eq!(event["verb"], verb, "{event}");
+    assert_eq!(event["user"]["username"], "system:admin", "{event}");
+    assert_eq!(
+        event["annotations"]["authorization.k8s.io/decision"], "allow",
+        "{event}"
+    );
+    event["annotations"]["projected-token/control-details"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_now_replaces_the_pods_tokens_and_refuses_unknown_pods() {
+    let emulator = Emulator::start(&[]);
+    let first = emulator.token();
+    let status = emulator.ctl_json(&["status"]);
+    assert_eq!(status["kind"], "ControlStatus");
+    let pods = status["projector"]["pods"].as_array().expect("pods");
+    assert_eq!(pods.len(), 1, "{status}");
+    assert_eq!(pods[0]["name"], "emulated-pod");
+
+    // One pod: the default tokens live an hour, so only the control can have rotated it.
+    let output = emulator.ctl(&["rotate", "--pod", "emulated-pod", "--namespace", "default"]);
+    assert_success(&output, &["rotate"]);
+    assert!(
+        stdout(&output).starts_with("rotating now: default/emulated-pod volume kube-api-access-"),
+        "{}",
+        stdout(&output)
+    );
+    let second = emulator.next_token(&first);
+    assert_ne!(
+        decoded(&first).string_claim("jti"),
+        decoded(&second).string_claim("jti")
+    );
+    assert_eq!(emulator.whoami(&second).await.status, 201);
+
+    // Every token.
+    let answer = emulator.ctl_json(&["rotate"]);
+    assert_eq!(answer["kind"], "TokenRotation");
+    assert_eq!(
+        answer["volumes"].as_array().map(Vec::len),
+        Some(1),
+        "{answer}"
+    );
+    let third = emulator.next_token(&second);
+    assert_eq!(emulator.whoami(&third).await.status, 201);
+
+    // A pod the emulator does not project: 404, exit 2, and nothing rotated.
+    let output = emulator.ctl(&["rotate", "--pod", "ghost"]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("pods \"ghost\" not found"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        stderr(&output).contains("default/emulated-pod"),
+        "{}",
+        stderr(&output)
+    );
+
+    let events = emulator.audit_events("rotate-tokens");
+    let details = assert_audited(&events, "post", "/projected-token/v1/tokens/rotate", 202);
+    assert!(
+        details.contains("default/emulated-pod volume kube-api-access-"),
+        "{details}"
+    );
+    assert_audited(&events, "post", "/projected-token/v1/tokens/rotate", 404);
+    assert_eq!(events.len(), 3, "{events:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_key_rotation_with_grace_keeps_old_tokens_until_it_ends() {
+    let emulator = Emulator::start(&[]);
+    let old_token = emulator.token();
+    let old_kid = kid(&old_token);
+    assert_eq!(emulator.jwks_kids().await, std::slice::from_ref(&old_kid));
+
+    let answer = emulator.ctl_json(&["rotate-key", "--grace", "6s", "--rotate-tokens"]);
+    assert_eq!(answer["kind"], "SigningKeyRotation");
+    assert_eq!(answer["oldKid"], old_kid.as_str());
+    let new_kid = answer["newKid"].as_str().expect("newKid").to_owned();
+    assert_ne!(new_kid, old_kid);
+    assert_eq!(answer["algorithm"], "ES256");
+
+    // During the grace period: both keys published, old and new tokens accepted.
+    assert_eq!(
+        emulator.jwks_kids().await,
+        [new_kid.clone(), old_kid.clone()]
+    );
+    let new_token = emulator.next_token(&old_token);
+    assert_eq!(
+        kid(&new_token),
+        new_kid,
+        "--rotate-tokens re-signs the projected token"
+    );
+    let review = emulator.review(&old_token).await;
+    assert_eq!(review["authenticated"], true, "{review}");
+    assert_eq!(emulator.whoami(&old_token).await.status, 201);
+    assert_eq!(emulator.whoami(&new_token).await.status, 201);
+
+    // After it: the old key is gone, and so are its tokens; the new ones still work.
+    let deadline = Instant::now() + SOON;
+    while emulator.jwks_kids().await.len() > 1 {
+        assert!(Instant::now() < deadline, "the old key stayed in the JWKS");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(emulator.jwks_kids().await, std::slice::from_ref(&new_kid));
+    let review = emulator.review(&old_token).await;
+    assert_eq!(review["authenticated"], false, "{review}");
+    assert_eq!(
+        review["error"], "[invalid bearer token, invalid signature, no keys found]",
+        "{review}"
+    );
+    assert_eq!(emulator.whoami(&old_token).await.status, 401);
+    assert_eq!(emulator.whoami(&new_token).await.status, 201);
+
+    let status = stdout(&emulator.ctl(&["status"]));
+    assert!(
+        status.contains(&format!("signing key:  {new_kid} (ES256)")),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!("retired key:  {old_kid} (ES256), dropped at")),
+        "{status}"
+    );
+
+    let events = emulator.audit_events("rotate-signing-key");
+    let details = assert_audited(
+        &events,
+        "post",
+        "/projected-token/v1/signingkey/rotate",
+        201,
+    );
+    assert!(
+        details.contains(&format!("old kid {old_kid}, new kid {new_kid}")),
+        "{details}"
+    );
+    assert!(details.contains("(6 s grace)"), "{details}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signing_key_rotation_without_grace_breaks_old_tokens_at_once() {
+    let emulator = Emulator::start(&[]);
+    let old_token = emulator.token();
+    let old_kid = kid(&old_token);
+    assert_eq!(emulator.whoami(&old_token).await.status, 201);
+
+    // A bad rollout: the old key is dropped at once, the projected token is not replaced.
+    let output = emulator.ctl(&["rotate-key", "--grace", "0", "--key-algorithm", "rs256"]);
+    assert_success(&output, &["rotate-key"]);
+    assert!(
+        stdout(&output).contains("dropped at once"),
+        "{}",
+        stdout(&output)
+    );
+    let kids = emulator.jwks_kids().await;
+    assert_eq!(kids.len(), 1);
+    assert_ne!(kids[0], old_kid);
+    assert_eq!(
+        emulator.token(),
+        old_token,
+        "the projected token is left as it was"
+    );
+    let review = emulator.review(&old_token).await;
+    assert_eq!(review["authenticated"], false, "{review}");
+    assert_eq!(emulator.whoami(&old_token).await.status, 401);
+
+    // The next rotation brings a token of the new key, which works.
+    emulator.ctl_json(&["rotate"]);
+    let new_token = emulator.next_token(&old_token);
+    assert_eq!(kid(&new_token), kids[0]);
+    assert_eq!(decoded(&new_token).header["alg"], "RS256");
+    assert_eq!(emulator.review(&new_token).await["authenticated"], true);
+    assert_eq!(emulator.whoami(&new_token).await.status, 201);
+
+    let reply = send(
+        &emulator.client,
+        Method::GET,
+        &format!("{}/.well-known/openid-configuration", emulator.url),
+        None,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        reply.json()["id_token_signing_alg_values_supported"],
+        json!(["RS256"])
+    );
+    let events = emulator.audit_events("rotate-signing-key");
+    let details = assert_audited(
+        &events,
+        "post",
+        "/projected-token/v1/signingkey/rotate",
+        201,
+    );
+    assert!(details.contains("old key dropped at once"), "{details}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unavailable_outage_answers_503_then_recovers() {
+    // Two-second tokens, so a refresh falls due during the outage.
+    let emulator = Emulator::start(&["--expiration-seconds", "2"]);
+    assert_eq!(emulator.whoami(&emulator.token()).await.status, 201);
+
+    let output = emulator.ctl(&["outage", "--mode", "unavailable", "--duration", "4s"]);
+    assert_success(&output, &["outage"]);
+    assert!(
+        stdout(&output).starts_with("simulated outage: ServiceUnavailable for 4 s"),
+        "{}",
+        stdout(&output)
+    );
+    let reply = emulator.whoami(&emulator.token()).await;
+    let message = reply.assert_status(503, "ServiceUnavailable");
+    assert!(message.contains("simulated outage"), "{message}");
+    let retry_after: i64 = reply
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("whole seconds");
+    assert!((1..=4).contains(&retry_after), "Retry-After {retry_after}");
+    // Public endpoints too; the controls are not blocked.
+    let version = send(
+        &emulator.client,
+        Method::GET,
+        &format!("{}/version", emulator.url),
+        None,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(version.status, 503);
+    let status = emulator.ctl_json(&["status"]);
+    assert_eq!(status["outage"]["mode"], "ServiceUnavailable", "{status}");
+
+    // The projector (the kubelet) cannot refresh either, and retries after the outage.
+    emulator.process.wait_for_log("token refresh failed", SOON);
+    emulator.process.wait_for_log("token rotated", SOON);
+
+    let deadline = Instant::now() + SOON;
+    loop {
+        let reply = emulator.whoami(&emulator.token()).await;
+        if reply.status == 201 {
+            break;
+        }
+        assert_eq!(reply.status, 503, "{}", reply.text);
+        assert!(Instant::now() < deadline, "the outage did not end");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // An outage ended early.
+    emulator.ctl_json(&["outage", "--duration", "10m"]);
+    assert_eq!(emulator.whoami(&emulator.token()).await.status, 503);
+    let output = emulator.ctl(&["outage", "--end"]);
+    assert_success(&output, &["outage", "--end"]);
+    assert!(
+        stdout(&output).starts_with("outage ServiceUnavailable ended at"),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(emulator.whoami(&emulator.token()).await.status, 201);
+    let output = emulator.ctl(&["outage", "--end"]);
+    assert_eq!(output.status.code(), Some(2), "nothing left to end");
+    assert!(
+        stderr(&output).contains("no outage in progress"),
+        "{}",
+        stderr(&output)
+    );
+
+    let events = emulator.audit_events("outage");
+    let details = assert_audited(&events, "post", "/projected-token/v1/outage", 201);
+    assert!(
+        details.starts_with("ServiceUnavailable for 4 s, until "),
+        "{details}"
+    );
+    let ended = emulator.audit_events("end-outage");
+    assert_audited(&ended, "delete", "/projected-token/v1/outage", 200);
+    assert_audited(&ended, "delete", "/projected-token/v1/outage", 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuse_outage_closes_the_listener_then_serves_again_on_the_same_address() {
+    let emulator = Emulator::start(&[]);
+    // A fresh connection per request, as a client reconnecting after an outage would.
+    let fresh = || {
+        let ca = reqwest::Certificate::from_pem(emulator.ca_pem.as_bytes()).expect("CA");
+        reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client")
+    };
+    let livez = format!("{}/livez", emulator.url);
+    assert!(fresh()
+        .get(&livez)
+        .send()
+        .await
+        .expect("up")
+        .status()
+        .is_success());
+
+    // ctl returns at once: the server times the outage itself.
+    let output = emulator.ctl(&["outage", "--mode", "refuse", "--duration", "6s"]);
+    assert_success(&output, &["outage"]);
+    assert!(
+        stdout(&output).contains("RefuseConnections for 6 s"),
+        "{}",
+        stdout(&output)
+    );
+
+    let deadline = Instant::now() + SOON;
+    loop {
+        match fresh().get(&livez).send().await {
+            Err(e) => {
+                assert!(e.is_connect(), "refused, not another error: {e:?}");
+                break;
+            }
+            Ok(_) => assert!(Instant::now() < deadline, "the listener stayed open"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Clients (ctl too) cannot connect meanwhile.
+    let output = emulator.ctl(&["status"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    assert!(stderr(&output).contains("onnect"), "{}", stderr(&output));
+
+    let deadline = Instant::now() + SOON;
+    loop {
+        if let Ok(response) = fresh().get(&livez).send().await {
+            assert!(response.status().is_success());
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server did not listen again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    emulator.process.wait_for_log("listening again", SOON);
+    assert_eq!(emulator.whoami(&emulator.token()).await.status, 201);
+
+    let events = emulator.audit_events("outage");
+    let details = assert_audited(&events, "post", "/projected-token/v1/outage", 201);
+    assert!(
+        details.starts_with("RefuseConnections for 6 s"),
+        "{details}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_pod_fails_token_review() {
+    let emulator = Emulator::start(&[]);
+    let token = emulator.token();
+    assert_eq!(emulator.review(&token).await["authenticated"], true);
+
+    let output = emulator.ctl(&["revoke", "emulated-pod", "--namespace", "default"]);
+    assert_success(&output, &["revoke"]);
+    assert!(
+        stdout(&output).starts_with("pod default/emulated-pod (uid "),
+        "{}",
+        stdout(&output)
+    );
+    let review = emulator.review(&token).await;
+    assert_eq!(review["authenticated"], false, "{review}");
+    assert_eq!(
+        review["error"],
+        "[invalid bearer token, service account token has been invalidated]"
+    );
+    assert_eq!(emulator.whoami(&token).await.status, 401);
+
+    // Tokens minted for the deleted pod afterwards fail too: the pod's uid is gone for good.
+    emulator.ctl_json(&["rotate"]);
+    let next = emulator.next_token(&token);
+    assert_eq!(emulator.review(&next).await["authenticated"], false);
+
+    let output = emulator.ctl(&["revoke", "emulated-pod"]);
+    assert_eq!(output.status.code(), Some(2), "already gone");
+    assert!(
+        stderr(&output).contains("pods \"emulated-pod\" not found"),
+        "{}",
+        stderr(&output)
+    );
+
+    let events = emulator.audit_events("revoke-pod");
+    let details = assert_audited(
+        &events,
+        "delete",
+        "/api/v1/namespaces/default/pods/emulated-pod",
+        200,
+    );
+    assert!(
+        details.contains("pod default/emulated-pod (uid "),
+        "{details}"
+    );
+    assert_audited(
+        &events,
+        "delete",
+        "/api/v1/namespaces/default/pods/emulated-pod",
+        404,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifetime_changes_at_run_time() {
+    let emulator = Emulator::start(&[]);
+    let lived = |token: &str| {
+        let decoded = decoded(token);
+        decoded.warn_after().expect("warnafter") - decoded.numeric_claim("iat").expect("iat")
+    };
+    let first = emulator.token();
+    assert_eq!(lived(&first), 3607);
+
+    let output = emulator.ctl(&["lifetime", "2s"]);
+    assert_success(&output, &["lifetime"]);
+    assert!(
+        stdout(&output).starts_with("token lifetime: 2 s (was each volume's own); rotating now:"),
+        "{}",
+        stdout(&output)
+    );
+    let short = emulator.next_token(&first);
+    assert_eq!(lived(&short), 2);
+    assert_eq!(emulator.whoami(&short).await.status, 201);
+    // Short-lived tokens keep rotating by themselves.
+    let shorter = emulator.next_token(&short);
+    assert_eq!(lived(&shorter), 2);
+    assert_eq!(
+        emulator.ctl_json(&["status"])["projector"]["expirationSeconds"],
+        2
+    );
+
+    let answer = emulator.ctl_json(&["lifetime", "--reset"]);
+    assert_eq!(answer["previousExpirationSeconds"], 2);
+    assert!(answer["expirationSeconds"].is_null());
+    let deadline = Instant::now() + SOON;
+    while lived(&emulator.token()) != 3607 {
+        assert!(Instant::now() < deadline, "the lifetime was not reset");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    let output = emulator.ctl(&["lifetime", "0"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("expirationSeconds"),
+        "{}",
+        stderr(&output)
+    );
+
+    let events = emulator.audit_events("lifetime");
+    let details = assert_audited(&events, "put", "/projected-token/v1/lifetime", 200);
+    assert!(
+        details.starts_with("token lifetime 2 s (was each volume's own)"),
+        "{details}"
+    );
+    assert_audited(&events, "put", "/projected-token/v1/lifetime", 422);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controls_are_for_the_admin_only() {
+    let emulator = Emulator::start(&[]);
+    let url = |path: &str| format!("{}{path}", emulator.url);
+    let body = serde_json::to_vec(&json!({"mode": "ServiceUnavailable", "durationSeconds": 60}))
+        .expect("body");
+    for (method, path, body) in [
+        (Method::GET, "/projected-token/v1/status", None),
+        (
+            Method::POST,
+            "/projected-token/v1/outage",
+            Some(body.clone()),
+        ),
+        (Method::POST, "/projected-token/v1/signingkey/rotate", None),
+    ] {
+        let anonymous = send(
+            &emulator.client,
+            method.clone(),
+            &url(path),
+            None,
+            Some("application/json"),
+            body.clone(),
+        )
+        .await;
+        anonymous.assert_status(401, "Unauthorized");
+        let token = emulator.token();
+        let as_pod = send(
+            &emulator.client,
+            method,
+            &url(path),
+            Some(&token),
+            Some("application/json"),
+            body.clone(),
+        )
+        .await;
+        let message = as_pod.assert_status(403, "Forbidden");
+        assert!(
+            message.contains("system:serviceaccount:default:default"),
+            "{message}"
+        );
+    }
+    // Nothing happened.
+    let status = emulator.ctl_json(&["status"]);
+    assert!(status["outage"].is_null(), "{status}");
+    assert!(status["signingKeys"]["retired"]
+        .as_array()
+        .expect("retired")
+        .is_empty());
+
+    // Bad bodies are the caller's error, with the field named.
+    let admin = Some(emulator.admin_token.as_str());
+    let bad = send(
+        &emulator.client,
+        Method::POST,
+        &url("/projected-token/v1/outage"),
+        admin,
+        Some("application/json"),
+        Some(br#"{"mode":"Sideways","durationSeconds":5}"#.to_vec()),
+    )
+    .await;
+    bad.assert_status(400, "BadRequest");
+    let zero = send(
+        &emulator.client,
+        Method::POST,
+        &url("/projected-token/v1/outage"),
+        admin,
+        Some("application/json"),
+        Some(br#"{"mode":"ServiceUnavailable","durationSeconds":0}"#.to_vec()),
+    )
+    .await;
+    let message = zero.assert_status(422, "Invalid");
+    assert!(message.contains("durationSeconds"), "{message}");
+
+    // ctl with another token: exit 2, naming the token file.
+    let wrong = emulator._temp.path().join("wrong.token");
+    std::fs::write(&wrong, "not-the-admin-token\n").expect("write");
+    let output = ctl(&emulator.url, &emulator.ca_file, &wrong, &["rotate"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("--token-file"),
+        "{}",
+        stderr(&output)
+    );
+
+    let events = emulator.audit_events("outage");
+    let forbidden = events
+        .iter()
+        .find(|e| e["responseStatus"]["code"] == 403)
+        .expect("the refused control is audited");
+    assert_eq!(
+        forbidden["user"]["username"],
+        "system:serviceaccount:default:default"
+    );
+    assert_eq!(
+        forbidden["annotations"]["authorization.k8s.io/decision"],
+        "forbid"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_rotates_its_key_but_projects_no_tokens() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let server = start_serve(temp.path(), &["--key-algorithm", "es256"]);
+    let ca_file = temp.path().join("ctl-ca.crt");
+    std::fs::write(&ca_file, &server.ca_pem).expect("ca");
+    let admin_file = temp.path().join("ctl-admin.token");
+    std::fs::write(&admin_file, &server.admin_token).expect("token");
+    let run = |args: &[&str]| ctl(&server.url, &ca_file, &admin_file, args);
+
+    let output = run(&["rotate"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("projects no volumes"),
+        "{}",
+        stderr(&output)
+    );
+    let output = run(&["lifetime", "5s"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stdout(&run(&["status"])).contains("projector:    none (serve)"));
+
+    let before = server.issue("default", "app", json!({})).await;
+    assert_eq!(server.whoami(&before).await.status, 201);
+    let output = run(&["rotate-key", "--grace", "0"]);
+    assert_success(&output, &["rotate-key"]);
+    assert_eq!(server.whoami(&before).await.status, 401);
+    let after = server.issue("default", "app", json!({})).await;
+    assert_ne!(kid(&after), kid(&before));
+    assert_eq!(server.whoami(&after).await.status, 201);
+    let jwks = server.get("/openid/v1/jwks", None).await.json();
+    assert_eq!(kids(&jwks), [kid(&after)]);
+}
