@@ -4,7 +4,9 @@
 //!
 //! `--reload per-request` (the default) reads `token` before every request, as a client should:
 //! the kubelet (or `projected-token emulate`) replaces it well before it expires. `--reload never`
-//! reads it once at start, the bug `projected-token check` exists to catch.
+//! reads it once at start, the bug `projected-token check` exists to catch. `--reload periodic`
+//! re-reads it every `--reload-period-ms` (default 60 s), as the official clients do (client-go
+//! about once a minute): correct, but its reload delays reach the period.
 //!
 //! Run against the emulator:
 //! ```sh
@@ -37,6 +39,9 @@ struct Args {
     /// Pause between requests.
     #[arg(long, env = "TOKEN_CLIENT_INTERVAL_MS", default_value_t = 500)]
     interval_ms: u64,
+    /// With `--reload periodic`: how often to re-read the token file.
+    #[arg(long, env = "TOKEN_CLIENT_RELOAD_PERIOD_MS", default_value_t = 60_000)]
+    reload_period_ms: u64,
     /// Stop after this many seconds (0: run until SIGTERM or SIGINT).
     #[arg(long, env = "TOKEN_CLIENT_DURATION_SECS", default_value_t = 0)]
     duration_secs: u64,
@@ -48,6 +53,8 @@ enum Reload {
     PerRequest,
     /// Read the token once at start (the bug).
     Never,
+    /// Re-read the token every `--reload-period-ms`, as the official clients do.
+    Periodic,
 }
 
 const REVIEW: &str =
@@ -125,8 +132,10 @@ struct Client {
     http: reqwest::Client,
     url: String,
     token_path: PathBuf,
-    /// The token read at start, used for ever with `--reload never`.
-    token_at_start: Option<String>,
+    reload: Reload,
+    reload_period: Duration,
+    /// The token last read and when (`--reload never` and `periodic`).
+    cached: std::sync::Mutex<Option<(String, tokio::time::Instant)>>,
 }
 
 impl Client {
@@ -157,28 +166,50 @@ impl Client {
             .user_agent(match args.reload {
                 Reload::PerRequest => "token-client/per-request",
                 Reload::Never => "token-client/read-once",
+                Reload::Periodic => "token-client/periodic",
             })
             .build()
             .map_err(|e| format!("HTTP client: {e}"))?;
         let token_path = args.credentials_dir.join("token");
-        let token_at_start = match args.reload {
+        let cached = match args.reload {
             Reload::PerRequest => None,
-            Reload::Never => Some(read_token(&token_path)?),
+            Reload::Never | Reload::Periodic => {
+                Some((read_token(&token_path)?, tokio::time::Instant::now()))
+            }
         };
         Ok(Self {
             http,
             url: format!("https://{host}:{port}/apis/authentication.k8s.io/v1/selfsubjectreviews"),
             token_path,
-            token_at_start,
+            reload: args.reload,
+            reload_period: Duration::from_millis(args.reload_period_ms.max(1)),
+            cached: std::sync::Mutex::new(cached),
         })
+    }
+
+    /// The token to send, read from the file as `--reload` says.
+    fn token(&self) -> Result<String, String> {
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        let now = tokio::time::Instant::now();
+        match (self.reload, cached.as_ref()) {
+            (Reload::Never, Some((token, _))) => return Ok(token.clone()),
+            (Reload::Periodic, Some((token, read_at)))
+                if now.duration_since(*read_at) < self.reload_period =>
+            {
+                return Ok(token.clone())
+            }
+            _ => {}
+        }
+        let token = read_token(&self.token_path)?;
+        if self.reload != Reload::PerRequest {
+            *cached = Some((token.clone(), now));
+        }
+        Ok(token)
     }
 
     /// One SelfSubjectReview: the username the server sees, or why it failed.
     async fn who_am_i(&self) -> Result<String, String> {
-        let token = match &self.token_at_start {
-            Some(token) => token.clone(),
-            None => read_token(&self.token_path)?,
-        };
+        let token = self.token()?;
         let response = self
             .http
             .post(&self.url)

@@ -370,17 +370,8 @@ pub struct SidecarArgs {
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Base URL of the emulated API server, e.g. https://127.0.0.1:6443.
-    #[arg(long, env = "PROJECTED_TOKEN_SERVER", value_parser = parse_server_url)]
-    pub server: reqwest::Url,
-
-    /// CA certificate (PEM) that signed the server's certificate; the only one trusted.
-    #[arg(long, env = "PROJECTED_TOKEN_CA")]
-    pub ca: PathBuf,
-
-    /// File holding the bearer token to authenticate with (surrounding whitespace is ignored).
-    #[arg(long, env = "PROJECTED_TOKEN_TOKEN_FILE")]
-    pub token_file: PathBuf,
+    #[command(flatten)]
+    pub api: ApiConnectionArgs,
 
     /// Stale uses (after the token's `warnafter`) allowed per client.
     #[arg(long, env = "PROJECTED_TOKEN_MAX_STALE", default_value_t = 0)]
@@ -391,9 +382,10 @@ pub struct CheckArgs {
     #[arg(long, env = "PROJECTED_TOKEN_MAX_RELOAD_DELAY", default_value = "5s", value_parser = parse_reload_delay)]
     pub max_reload_delay: jiff::SignedDuration,
 
-    /// Output format.
-    #[arg(long, short, env = "PROJECTED_TOKEN_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
+    /// Also write the reload report: FILE.json and FILE.html (a self-contained page with one
+    /// timeline per client). A `.json` or `.html` extension of FILE is replaced.
+    #[arg(long, env = "PROJECTED_TOKEN_REPORT", value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -472,7 +464,7 @@ pub struct ApiConnectionArgs {
     #[arg(long, env = "PROJECTED_TOKEN_TOKEN_FILE")]
     pub token_file: PathBuf,
 
-    /// Output format: a line in words, or the server's JSON answer.
+    /// Output format: text for people, or JSON (the server's answer, or `check`'s verdict).
     #[arg(long, short, env = "PROJECTED_TOKEN_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }

@@ -14,6 +14,7 @@ pub mod hooks;
 pub mod issuer;
 pub mod projection;
 pub mod refresher;
+pub mod report;
 pub mod source;
 pub mod tls;
 pub mod token;

@@ -4,52 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Running, BIN};
-
-const READY: Duration = Duration::from_secs(20);
-
-/// A running `emulate` with its API: base URL and admin token file.
-struct Emulator {
-    process: Running,
-    url: String,
-    admin_token_file: PathBuf,
-    dir: PathBuf,
-}
-
-fn start_emulate(root: &Path, extra: &[&str]) -> Emulator {
-    let dir = root.join("sa");
-    let admin_token_file = root.join("admin.token");
-    let dir_arg = dir.to_string_lossy().into_owned();
-    let admin_arg = admin_token_file.to_string_lossy().into_owned();
-    let mut args = vec![
-        "emulate",
-        "--dir",
-        &dir_arg,
-        "--admin-token-file",
-        &admin_arg,
-        "--key-algorithm",
-        "es256",
-    ];
-    args.extend_from_slice(extra);
-    let process = Running::spawn(&args);
-    let lines = process.wait_for_stdout("serving https API on ", READY);
-    let url = lines
-        .last()
-        .and_then(|line| line.rsplit(' ').next())
-        .map(str::to_owned)
-        .unwrap_or_default();
-    common::wait_for_file(&dir.join("token"), READY);
-    Emulator {
-        process,
-        url,
-        admin_token_file,
-        dir,
-    }
-}
+use common::{Emulator, BIN};
 
 /// kubectl to test with: `PROJECTED_TOKEN_TEST_KUBECTL`, else `kubectl` on PATH, if it is recent
 /// enough for `create token` (1.24+) and `auth whoami` (1.27+).
@@ -87,7 +46,7 @@ fn kubectl_create_token_and_auth_whoami() {
         }
     };
     let root = tempfile::tempdir().expect("tempdir");
-    let emulator = start_emulate(root.path(), &[]);
+    let emulator = Emulator::start(root.path(), &[]);
     let ca = emulator.dir.join("ca.crt");
     let admin = std::fs::read_to_string(&emulator.admin_token_file).expect("admin token");
     // An isolated HOME: no kubeconfig or cache of the developer's leaks in.
@@ -185,7 +144,7 @@ fn kubectl_with_admin_client_certificate() {
     let root = tempfile::tempdir().expect("tempdir");
     let certs = root.path().join("admin-cert");
     let certs_arg = certs.to_string_lossy().into_owned();
-    let emulator = start_emulate(root.path(), &["--admin-client-cert-out", &certs_arg]);
+    let emulator = Emulator::start(root.path(), &["--admin-client-cert-out", &certs_arg]);
     let home = root.path().join("home");
     std::fs::create_dir_all(&home).expect("home");
     let run = |args: &[&str]| {
@@ -304,8 +263,8 @@ fn client_that_reads_its_token_once_fails_check_and_one_that_reloads_passes() {
     // Two emulators, so each `check` judges one client.
     let good_root = tempfile::tempdir().expect("tempdir");
     let bad_root = tempfile::tempdir().expect("tempdir");
-    let good = start_emulate(good_root.path(), &["--expiration-seconds", "2"]);
-    let bad = start_emulate(bad_root.path(), &["--expiration-seconds", "2"]);
+    let good = Emulator::start(good_root.path(), &["--expiration-seconds", "2"]);
+    let bad = Emulator::start(bad_root.path(), &["--expiration-seconds", "2"]);
 
     let good_ok = run_client(
         &good,

@@ -269,7 +269,14 @@ fn offenders_are_tabled_and_exit_1() {
             "reload delay"
         ]
     );
-    assert_eq!(lines.len(), 4, "{stdout}");
+    // The read-once client gets advice; the stale one broke no reload bound, so gets none.
+    assert_eq!(lines.len(), 5, "{stdout}");
+    assert!(
+        lines[4].starts_with(
+            "advice for system:serviceaccount:default:app (app-0, reads-once/1.0): it never moved to a newer token"
+        ),
+        "{stdout}"
+    );
     assert!(
         stderr_of(&output).contains("2 of 4 clients broke the bounds"),
         "{}",

@@ -2,10 +2,10 @@
 directory: it asks "who am I?" every second until DURATION seconds (default 300) have passed.
 
 The client re-reads the token file about once a minute (InClusterConfigLoader's refresh period),
-so run it against `projected-token emulate` with tokens of 150 s or more and check it with
-`--max-reload-delay 70s`:
+so run it against `projected-token emulate` with tokens of 350 s or more (5 times the bound, so
+a replaced token is never used past its warnafter) and check it with `--max-reload-delay 70s`:
 
-    LIFETIME=150 DURATION=300 MAX_RELOAD_DELAY=70s examples/reload-test.sh \
+    LIFETIME=350 DURATION=600 MAX_RELOAD_DELAY=70s examples/reload-test.sh \
         'python3 examples/python/whoami_loop.py'
 """
 import os

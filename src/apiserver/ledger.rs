@@ -108,8 +108,9 @@ pub struct LedgerLimits {
     pub paths: usize,
     /// Clients; the one seen least recently is forgotten first (totals keep counting it).
     pub clients: usize,
-    /// Tokens remembered per client, for the distinct-token count and to keep a token that was
-    /// once found superseded classified so after its rotation left the path history.
+    /// Tokens remembered per client (the most recently used ones): each one's span of use for
+    /// the report's timeline and median reload delay, and a token once found superseded stays
+    /// classified so after its rotation left the path history.
     pub tokens_per_client: usize,
     /// Recent uses kept per client, for timelines.
     pub recent_uses_per_client: usize,
@@ -121,7 +122,7 @@ impl Default for LedgerLimits {
             replaced_tokens_per_path: 64,
             paths: 4096,
             clients: 4096,
-            tokens_per_client: 8,
+            tokens_per_client: 64,
             recent_uses_per_client: 16,
         }
     }
@@ -138,9 +139,16 @@ struct TokenPath {
 
 #[derive(Debug)]
 struct PathHistory {
-    /// Replaced jtis, oldest rotation first: the eviction order.
-    replaced_jtis: VecDeque<String>,
+    /// Rotations that replaced a token, oldest first: the eviction order.
+    rotations: VecDeque<PathRotation>,
     last_rotation: Timestamp,
+}
+
+#[derive(Debug)]
+struct PathRotation {
+    at: Timestamp,
+    old_jti: String,
+    new_jti: Option<String>,
 }
 
 #[derive(Debug)]
@@ -157,11 +165,15 @@ struct ClientKey {
     user_agent: Option<String>,
 }
 
+/// One token as one client used it.
 #[derive(Debug)]
 struct SeenToken {
     jti: String,
     /// When the rotation that replaced it happened, once known.
     superseded_at: Option<Timestamp>,
+    first_use: Timestamp,
+    last_use: Timestamp,
+    counts: UseCounts,
 }
 
 #[derive(Debug)]
@@ -221,6 +233,31 @@ pub struct RecentUse {
     pub expired: bool,
 }
 
+/// One token as one client used it: the bars of the report's timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenSpan {
+    pub jti: String,
+    pub first_use: Timestamp,
+    pub last_use: Timestamp,
+    #[serde(flatten)]
+    pub counts: UseCounts,
+    /// When the projector wrote the token that replaced it, if it did.
+    pub superseded_at: Option<Timestamp>,
+    /// How long after its replacement the client last used it (0 when it never did); none while
+    /// it has not been replaced.
+    pub reload_delay_seconds: Option<f64>,
+}
+
+/// A rotation of a volume path whose token the client used.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RotationMark {
+    pub at: Timestamp,
+    pub volume: String,
+    pub path: String,
+    pub old_jti: String,
+    pub new_jti: Option<String>,
+}
+
 /// What `GET /debug/token-usage` returns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UsageReport {
@@ -252,6 +289,15 @@ pub struct ClientUsage {
     pub distinct_tokens: u64,
     #[serde(default)]
     pub recent_uses: Vec<RecentUse>,
+    /// The median reload delay over the remembered tokens that were replaced.
+    #[serde(default)]
+    pub median_reload_delay_seconds: Option<f64>,
+    /// The remembered tokens (at most `tokens_per_client`), in the order first used.
+    #[serde(default)]
+    pub tokens: Vec<TokenSpan>,
+    /// Rotations of the volume paths those tokens came from, oldest first.
+    #[serde(default)]
+    pub rotations: Vec<RotationMark>,
 }
 
 /// Counts over every use since start, including clients the ledger has since forgotten.
@@ -336,14 +382,18 @@ impl Ledger {
             .paths
             .entry(path.clone())
             .or_insert_with(|| PathHistory {
-                replaced_jtis: VecDeque::new(),
+                rotations: VecDeque::new(),
                 last_rotation: rotation.at,
             });
         history.last_rotation = history.last_rotation.max(rotation.at);
-        history.replaced_jtis.push_back(old_jti.clone());
-        while history.replaced_jtis.len() > self.limits.replaced_tokens_per_path {
-            if let Some(forgotten) = history.replaced_jtis.pop_front() {
-                remove_replacement(&mut self.replaced, &forgotten, &path);
+        history.rotations.push_back(PathRotation {
+            at: rotation.at,
+            old_jti: old_jti.clone(),
+            new_jti: rotation.new_jti,
+        });
+        while history.rotations.len() > self.limits.replaced_tokens_per_path {
+            if let Some(forgotten) = history.rotations.pop_front() {
+                remove_replacement(&mut self.replaced, &forgotten.old_jti, &path);
             }
         }
         self.replaced.insert(
@@ -391,11 +441,19 @@ impl Ledger {
             recent: VecDeque::new(),
         });
 
-        let superseded_at = token_use.jti.as_deref().and_then(|jti| {
-            remember_token(client, jti, &self.replaced, self.limits.tokens_per_client)
+        let seen = token_use.jti.as_deref().map(|jti| {
+            remember_token(
+                client,
+                jti,
+                token_use.at,
+                &self.replaced,
+                self.limits.tokens_per_client,
+            )
         });
         // A use recorded before the rotation (requests race with the projector) was not late.
-        let superseded_after = superseded_at
+        let superseded_after = seen
+            .as_ref()
+            .and_then(|seen| seen.superseded_at)
             .map(|rotated_at| token_use.at.duration_since(rotated_at))
             .filter(|delay| delay.is_positive());
 
@@ -407,6 +465,9 @@ impl Ledger {
             stale_annotation,
         };
 
+        if let Some(seen) = seen {
+            seen.counts.add(&outcome);
+        }
         client.counts.add(&outcome);
         if token_use.pod_uid.is_some() {
             client.pod_uid = token_use.pod_uid;
@@ -446,22 +507,29 @@ impl Ledger {
         clients.sort_by(|a, b| a.0.cmp_for_report(b.0));
         let clients = clients
             .into_iter()
-            .map(|(key, stats)| ClientUsage {
-                subject: key.subject.clone(),
-                namespace: stats.namespace.clone(),
-                service_account: stats.service_account.clone(),
-                pod: key.pod.clone(),
-                pod_uid: stats.pod_uid.clone(),
-                user_agent: key.user_agent.clone(),
-                counts: stats.counts,
-                first_use: stats.first_use,
-                last_use: stats.last_use,
-                worst_reload_delay_seconds: stats
-                    .worst_reload_delay_ms
-                    .map(|ms| ms as f64 / 1000.0),
-                worst_stale_seconds: stats.worst_stale_seconds,
-                distinct_tokens: stats.distinct_tokens,
-                recent_uses: stats.recent.iter().cloned().collect(),
+            .map(|(key, stats)| {
+                let tokens = self.token_spans(stats);
+                let rotations = self.rotations_replacing(&tokens);
+                ClientUsage {
+                    subject: key.subject.clone(),
+                    namespace: stats.namespace.clone(),
+                    service_account: stats.service_account.clone(),
+                    pod: key.pod.clone(),
+                    pod_uid: stats.pod_uid.clone(),
+                    user_agent: key.user_agent.clone(),
+                    counts: stats.counts,
+                    first_use: stats.first_use,
+                    last_use: stats.last_use,
+                    worst_reload_delay_seconds: stats
+                        .worst_reload_delay_ms
+                        .map(|ms| ms as f64 / 1000.0),
+                    worst_stale_seconds: stats.worst_stale_seconds,
+                    distinct_tokens: stats.distinct_tokens,
+                    recent_uses: stats.recent.iter().cloned().collect(),
+                    median_reload_delay_seconds: median_reload_delay(&tokens),
+                    tokens,
+                    rotations,
+                }
             })
             .collect::<Vec<_>>();
         UsageReport {
@@ -477,6 +545,62 @@ impl Ledger {
         }
     }
 
+    /// The client's remembered tokens in the order it started using them, each with the time it
+    /// was replaced (looked up now: a token last used before its rotation learns it here).
+    fn token_spans(&self, stats: &ClientStats) -> Vec<TokenSpan> {
+        let mut spans: Vec<TokenSpan> = stats
+            .tokens
+            .iter()
+            .map(|seen| {
+                let superseded_at = seen
+                    .superseded_at
+                    .or_else(|| self.replaced.get(&seen.jti).map(|r| r.at));
+                TokenSpan {
+                    jti: seen.jti.clone(),
+                    first_use: seen.first_use,
+                    last_use: seen.last_use,
+                    counts: seen.counts,
+                    superseded_at,
+                    reload_delay_seconds: superseded_at.map(|at| {
+                        let late = seen.last_use.duration_since(at);
+                        if late.is_positive() {
+                            millis_as_seconds(late)
+                        } else {
+                            0.0
+                        }
+                    }),
+                }
+            })
+            .collect();
+        spans.sort_by(|a, b| (a.first_use, &a.jti).cmp(&(b.first_use, &b.jti)));
+        spans
+    }
+
+    /// The remembered rotations of every volume path that replaced one of `tokens`, oldest first.
+    fn rotations_replacing(&self, tokens: &[TokenSpan]) -> Vec<RotationMark> {
+        let mut paths: Vec<&TokenPath> = tokens
+            .iter()
+            .filter_map(|span| self.replaced.get(&span.jti).map(|r| &r.path))
+            .collect();
+        paths.sort_by(|a, b| (&a.volume, &a.path).cmp(&(&b.volume, &b.path)));
+        paths.dedup();
+        let mut marks: Vec<RotationMark> = paths
+            .into_iter()
+            .filter_map(|path| self.paths.get(path).map(|history| (path, history)))
+            .flat_map(|(path, history)| {
+                history.rotations.iter().map(|rotation| RotationMark {
+                    at: rotation.at,
+                    volume: path.volume.clone(),
+                    path: path.path.clone(),
+                    old_jti: rotation.old_jti.clone(),
+                    new_jti: rotation.new_jti.clone(),
+                })
+            })
+            .collect();
+        marks.sort_by_key(|mark| mark.at);
+        marks
+    }
+
     /// Replaced tokens currently remembered: bounded by `paths × replaced_tokens_per_path`.
     pub fn replaced_tokens_tracked(&self) -> usize {
         self.replaced.len()
@@ -490,8 +614,8 @@ impl Ledger {
             .map(|(path, _)| path.clone());
         if let Some(path) = oldest {
             if let Some(history) = self.paths.remove(&path) {
-                for jti in history.replaced_jtis {
-                    remove_replacement(&mut self.replaced, &jti, &path);
+                for rotation in history.rotations {
+                    remove_replacement(&mut self.replaced, &rotation.old_jti, &path);
                 }
             }
         }
@@ -557,34 +681,62 @@ fn upstream_count(classification: Classification, expired: bool) -> UpstreamCoun
     }
 }
 
-/// Records that the client presented `jti` and returns when that token was replaced, if it was.
-/// A replacement found once stays with the client's token, so the classification survives the
-/// path history forgetting it.
-fn remember_token(
-    client: &mut ClientStats,
+/// Records that the client presented `jti` at `at` and returns the token's record, its
+/// replacement time filled in if it was replaced. A replacement found once stays with the
+/// client's token, so the classification survives the path history forgetting it.
+fn remember_token<'a>(
+    client: &'a mut ClientStats,
     jti: &str,
+    at: Timestamp,
     replaced: &HashMap<String, Replacement>,
     tokens_per_client: usize,
-) -> Option<Timestamp> {
-    let mut seen = match client.tokens.iter().position(|token| token.jti == jti) {
-        Some(index) => client.tokens.remove(index)?,
+) -> &'a mut SeenToken {
+    // Most recently used last: a client presents its current token over and over, so the search
+    // from the back ends at once.
+    let known = client.tokens.iter().rposition(|token| token.jti == jti);
+    let mut seen = match known.and_then(|index| client.tokens.remove(index)) {
+        Some(seen) => seen,
         None => {
             client.distinct_tokens += 1;
+            if client.tokens.len() >= tokens_per_client {
+                client.tokens.pop_front();
+            }
             SeenToken {
                 jti: jti.to_owned(),
                 superseded_at: None,
+                first_use: at,
+                last_use: at,
+                counts: UseCounts::default(),
             }
         }
     };
     if seen.superseded_at.is_none() {
         seen.superseded_at = replaced.get(jti).map(|replacement| replacement.at);
     }
-    let superseded_at = seen.superseded_at;
+    seen.first_use = seen.first_use.min(at);
+    seen.last_use = seen.last_use.max(at);
     client.tokens.push_back(seen);
-    while client.tokens.len() > tokens_per_client {
-        client.tokens.pop_front();
+    let last = client.tokens.len() - 1;
+    &mut client.tokens[last]
+}
+
+/// The median of the reload delays of the replaced tokens (0 for one not used after its
+/// replacement), or none when no token was replaced.
+fn median_reload_delay(tokens: &[TokenSpan]) -> Option<f64> {
+    let mut delays: Vec<f64> = tokens
+        .iter()
+        .filter_map(|span| span.reload_delay_seconds)
+        .collect();
+    if delays.is_empty() {
+        return None;
     }
-    superseded_at
+    delays.sort_by(f64::total_cmp);
+    let middle = delays.len() / 2;
+    Some(if delays.len() % 2 == 1 {
+        delays[middle]
+    } else {
+        (delays[middle - 1] + delays[middle]) / 2.0
+    })
 }
 
 fn remove_replacement(replaced: &mut HashMap<String, Replacement>, jti: &str, path: &TokenPath) {
@@ -950,6 +1102,97 @@ mod tests {
     }
 
     #[test]
+    fn token_spans_rotations_and_median_reload_delay() {
+        let mut ledger = Ledger::new();
+        // Another pod's rotations never show up on this client's timeline.
+        ledger.record_rotation(Rotation {
+            pod: "other-0".to_owned(),
+            ..rotation(at(5), Some("x"), "y")
+        });
+        // Token a: replaced at 10, used until 13 (3 s late).
+        ledger.record_use(token_use(at(1), "a"));
+        ledger.record_use(token_use(at(9), "a"));
+        ledger.record_rotation(rotation(at(10), Some("a"), "b"));
+        ledger.record_use(token_use(at(13), "a"));
+        // Token b: replaced at 20, last used at 19 (on time: 0 s).
+        ledger.record_use(token_use(at(14), "b"));
+        ledger.record_use(token_use(at(19), "b"));
+        ledger.record_rotation(rotation(at(20), Some("b"), "c"));
+        // Token c: replaced at 30, used until 37 (7 s late); d is current.
+        ledger.record_use(token_use(at(21), "c"));
+        ledger.record_rotation(rotation(at(30), Some("c"), "d"));
+        ledger.record_use(token_use(at(37), "c"));
+        ledger.record_use(token_use(at(38), "d"));
+
+        let report = ledger.report(at(40));
+        let client = &report.clients[0];
+        type Span<'a> = (&'a str, i64, i64, u64, u64, Option<f64>);
+        let spans: Vec<Span> = client
+            .tokens
+            .iter()
+            .map(|s| {
+                (
+                    s.jti.as_str(),
+                    s.first_use.as_second() - at(0).as_second(),
+                    s.last_use.as_second() - at(0).as_second(),
+                    s.counts.uses,
+                    s.counts.superseded,
+                    s.reload_delay_seconds,
+                )
+            })
+            .collect();
+        assert_eq!(
+            spans,
+            [
+                ("a", 1, 13, 3, 1, Some(3.0)),
+                ("b", 14, 19, 2, 0, Some(0.0)),
+                ("c", 21, 37, 2, 1, Some(7.0)),
+                ("d", 38, 38, 1, 0, None),
+            ]
+        );
+        assert_eq!(client.tokens[1].superseded_at, Some(at(20)));
+        assert_eq!(client.median_reload_delay_seconds, Some(3.0));
+        assert_eq!(client.worst_reload_delay_seconds, Some(7.0));
+        let marks: Vec<(i64, &str, Option<&str>)> = client
+            .rotations
+            .iter()
+            .map(|m| {
+                (
+                    m.at.as_second() - at(0).as_second(),
+                    m.old_jti.as_str(),
+                    m.new_jti.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            marks,
+            [
+                (10, "a", Some("b")),
+                (20, "b", Some("c")),
+                (30, "c", Some("d"))
+            ]
+        );
+        assert_eq!(client.rotations[0].volume, "kube-api-access-abcde");
+    }
+
+    #[test]
+    fn median_of_an_even_number_of_delays_and_of_none() {
+        let span = |delay: Option<f64>| TokenSpan {
+            jti: "j".to_owned(),
+            first_use: at(0),
+            last_use: at(0),
+            counts: UseCounts::default(),
+            superseded_at: delay.map(|_| at(0)),
+            reload_delay_seconds: delay,
+        };
+        assert_eq!(median_reload_delay(&[span(None)]), None);
+        assert_eq!(
+            median_reload_delay(&[span(Some(4.0)), span(Some(1.0)), span(None)]),
+            Some(2.5)
+        );
+    }
+
+    #[test]
     fn report_aggregates_per_client() {
         let mut ledger = Ledger::new();
         ledger.record_rotation(rotation(at(0), None, "a"));
@@ -1153,6 +1396,9 @@ mod tests {
             worst_stale_seconds: (stale > 0).then_some(3),
             distinct_tokens: 1,
             recent_uses: vec![],
+            median_reload_delay_seconds: None,
+            tokens: vec![],
+            rotations: vec![],
         }
     }
 

@@ -1,14 +1,12 @@
-//! How our own commands talk to a running emulator's API (`ctl` today; `check` has the same steps
-//! in its own file and can move here): trust only the given CA, send the admin token from a file,
-//! and turn answers into errors that say what to do.
+//! How our own commands (`check`, `ctl`) talk to a running emulator's API: trust only the given
+//! CA, send the admin token from a file, and turn answers into errors that say what to do.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 
-use super::check::read_bearer_token;
 use super::{error_chain, read_ca, CommandError};
 use crate::cli::ApiConnectionArgs;
 
@@ -17,6 +15,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Control answers are small; a larger body is not from the emulator.
 const MAX_ANSWER_BYTES: usize = 4 * 1024 * 1024;
+/// A token is a few KiB; anything much larger is the wrong file.
+const MAX_TOKEN_FILE_BYTES: u64 = 1024 * 1024;
 
 /// An HTTPS client of one emulator, authenticated as its admin.
 pub struct ApiClient {
@@ -44,13 +44,8 @@ impl ApiClient {
             .map_err(|e| {
                 CommandError::failure(format!("cannot set up HTTPS: {}", error_chain(&e)))
             })?;
-        let mut base = args.server.clone();
-        if !base.path().ends_with('/') {
-            let path = format!("{}/", base.path());
-            base.set_path(&path);
-        }
         Ok(Self {
-            base,
+            base: base_url(&args.server),
             client,
             authorization,
             token_file: args.token_file.clone(),
@@ -73,6 +68,36 @@ impl ApiClient {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<serde_json::Value, CommandError> {
+        let answer = self.send(method, path, body, MAX_ANSWER_BYTES).await?;
+        serde_json::from_slice(&answer.bytes).map_err(|_| {
+            CommandError::failure(format!(
+                "{} {} answered {} without JSON",
+                answer.method, answer.url, answer.status
+            ))
+        })
+    }
+
+    /// GETs a JSON document of type `T` of up to `max_bytes`, with [`Self::call`]'s errors.
+    pub async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        what: &str,
+        max_bytes: usize,
+    ) -> Result<T, CommandError> {
+        let answer = self.send(Method::GET, path, None, max_bytes).await?;
+        serde_json::from_slice(&answer.bytes).map_err(|e| {
+            CommandError::failure(format!("{} did not answer {what}: {e}", answer.url))
+        })
+    }
+
+    /// One request; a success's body, or the error its status calls for.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        max_bytes: usize,
+    ) -> Result<Answer, CommandError> {
         let url = self.url(path)?;
         let mut request = self
             .client
@@ -84,25 +109,28 @@ impl ApiClient {
             request = request.header(CONTENT_TYPE, "application/json").body(bytes);
         }
         let fetch_error = |e: reqwest::Error| {
-            CommandError::failure(format!("{method} {url}: {}", error_chain(&e)))
+            CommandError::failure(format!("cannot fetch {method} {url}: {}", error_chain(&e)))
         };
         let mut response = request.send().await.map_err(fetch_error)?;
         let status = response.status();
         let mut bytes = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(fetch_error)? {
             bytes.extend_from_slice(&chunk);
-            if bytes.len() > MAX_ANSWER_BYTES {
+            if bytes.len() > max_bytes {
                 return Err(CommandError::failure(format!(
-                    "{method} {url}: the answer is larger than {MAX_ANSWER_BYTES} bytes"
+                    "{method} {url}: the answer is larger than {max_bytes} bytes"
                 )));
             }
         }
-        let json: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
         if status.is_success() {
-            return json.ok_or_else(|| {
-                CommandError::failure(format!("{method} {url} answered {status} without JSON"))
+            return Ok(Answer {
+                method,
+                url,
+                status,
+                bytes,
             });
         }
+        let json: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
         let message = json
             .as_ref()
             .and_then(|j| j.get("message"))
@@ -122,5 +150,78 @@ impl ApiClient {
                 "{method} {url} answered HTTP {status}: {message}"
             ))),
         }
+    }
+}
+
+/// The server URL as a base that relative paths extend: a path prefix is kept.
+fn base_url(server: &reqwest::Url) -> reqwest::Url {
+    let mut base = server.clone();
+    if !base.path().ends_with('/') {
+        let path = format!("{}/", base.path());
+        base.set_path(&path);
+    }
+    base
+}
+
+/// `Bearer <token>` from the token file, marked sensitive so it is never logged. Error messages
+/// name the file, never its content.
+async fn read_bearer_token(path: &Path) -> Result<HeaderValue, CommandError> {
+    let what = format!("--token-file {}", path.display());
+    let metadata = tokio::fs::metadata(path)
+        .await
+        .map_err(|e| CommandError::usage(format!("cannot read {what}: {e}")))?;
+    if metadata.len() > MAX_TOKEN_FILE_BYTES {
+        return Err(CommandError::usage(format!(
+            "{what} is larger than {MAX_TOKEN_FILE_BYTES} bytes: not a token"
+        )));
+    }
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|e| CommandError::usage(format!("cannot read {what}: {e}")))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(CommandError::usage(format!("{what} is empty")));
+    }
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+        CommandError::usage(format!(
+            "{what} holds characters an HTTP header cannot carry: not a token"
+        ))
+    })?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// A successful answer.
+struct Answer {
+    method: Method,
+    url: reqwest::Url,
+    status: StatusCode,
+    bytes: Vec<u8>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_keep_a_prefix_of_the_server_url() {
+        let joined = |server: &str| {
+            base_url(&reqwest::Url::parse(server).unwrap())
+                .join("debug/token-usage")
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            joined("https://127.0.0.1:6443"),
+            "https://127.0.0.1:6443/debug/token-usage"
+        );
+        assert_eq!(
+            joined("https://host/emulator"),
+            "https://host/emulator/debug/token-usage"
+        );
+        assert_eq!(
+            joined("https://host/emulator/"),
+            "https://host/emulator/debug/token-usage"
+        );
     }
 }

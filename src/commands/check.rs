@@ -6,46 +6,41 @@
 //! `--max-reload-delay` values are refused by the argument parser, also with 2.
 
 use std::io::Write as _;
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
 
-use reqwest::header::{HeaderValue, AUTHORIZATION};
-use reqwest::StatusCode;
 use serde::Serialize;
 
-use super::{error_chain, read_ca, CommandError};
+use super::api_client::ApiClient;
+use super::CommandError;
 use crate::apiserver::ledger::{evaluate, BrokenBound, CheckBounds, Offender, UsageReport};
 use crate::cli::{CheckArgs, OutputFormat};
+use crate::report::{html, Advice, ReloadReport};
 
 /// Where the emulator serves the report, relative to the server's base URL.
 pub const USAGE_REPORT_PATH: &str = "debug/token-usage";
-/// Time limit of the whole request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A report of thousands of clients is a few MiB; the cap keeps a wrong server from filling memory.
 const MAX_REPORT_BYTES: usize = 64 * 1024 * 1024;
-/// A token is a few KiB; anything much larger is the wrong file.
-const MAX_TOKEN_FILE_BYTES: u64 = 1024 * 1024;
 
 pub async fn run(args: &CheckArgs) -> Result<(), CommandError> {
-    let url = usage_report_url(&args.server)?;
-    let ca = read_ca(
-        "--ca",
-        &args.ca,
-        "the server's certificate (the emulator's ca.crt)",
-    )
-    .await?;
-    let authorization = read_bearer_token(&args.token_file).await?;
-    let report = fetch_report(&url, ca, authorization, &args.token_file).await?;
+    // Where the report goes is checked before anything is fetched.
+    let report_paths = args.report.as_deref().map(report_paths).transpose()?;
+    let api = ApiClient::connect(&args.api).await?;
+    let usage: UsageReport = api
+        .get(USAGE_REPORT_PATH, "a token usage report", MAX_REPORT_BYTES)
+        .await?;
 
     let bounds = CheckBounds {
         max_stale_uses: args.max_stale,
         max_reload_delay: args.max_reload_delay,
     };
-    let offenders = evaluate(&report, &bounds);
-    let output = match args.output {
-        OutputFormat::Text => render_text(&report, &bounds, &offenders),
-        OutputFormat::Json => render_json(&report, &bounds, &offenders)?,
+    let offenders = evaluate(&usage, &bounds);
+    let report = ReloadReport::new(&usage, &bounds, args.api.server.as_str());
+    if let Some(paths) = &report_paths {
+        write_report(&report, paths)?;
+    }
+    let output = match args.api.output {
+        OutputFormat::Text => render_text(&usage, &bounds, &offenders, &report),
+        OutputFormat::Json => render_json(&usage, &bounds, &offenders, &report)?,
     };
     std::io::stdout()
         .lock()
@@ -58,100 +53,89 @@ pub async fn run(args: &CheckArgs) -> Result<(), CommandError> {
         Err(CommandError::failure(format!(
             "{} of {} clients broke the bounds",
             offenders.len(),
-            report.clients.len()
+            usage.clients.len()
         )))
     }
 }
 
-/// `<server>/debug/token-usage`, keeping any path prefix of the server URL.
-pub fn usage_report_url(server: &reqwest::Url) -> Result<reqwest::Url, CommandError> {
-    let mut base = server.clone();
-    if !base.path().ends_with('/') {
-        let path = format!("{}/", base.path());
-        base.set_path(&path);
-    }
-    base.join(USAGE_REPORT_PATH)
-        .map_err(|e| CommandError::usage(format!("--server {server}: {e}")))
+/// Where `--report FILE` writes: `FILE.json` and `FILE.html`, an extension `.json` or `.html`
+/// of FILE replaced.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ReportPaths {
+    pub json: PathBuf,
+    pub html: PathBuf,
 }
 
-/// `Bearer <token>` from the token file, marked sensitive so it is never logged. Error messages
-/// name the file, never its content.
-pub async fn read_bearer_token(path: &Path) -> Result<HeaderValue, CommandError> {
-    let what = format!("--token-file {}", path.display());
-    let metadata = tokio::fs::metadata(path)
-        .await
-        .map_err(|e| CommandError::usage(format!("cannot read {what}: {e}")))?;
-    if metadata.len() > MAX_TOKEN_FILE_BYTES {
+pub fn report_paths(file: &Path) -> Result<ReportPaths, CommandError> {
+    let Some(name) = file.file_name().and_then(|n| n.to_str()) else {
         return Err(CommandError::usage(format!(
-            "{what} is larger than {MAX_TOKEN_FILE_BYTES} bytes: not a token"
+            "--report {}: give a file name (e.g. --report reload-report), not a directory",
+            file.display()
         )));
-    }
-    let text = tokio::fs::read_to_string(path)
-        .await
-        .map_err(|e| CommandError::usage(format!("cannot read {what}: {e}")))?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(CommandError::usage(format!("{what} is empty")));
-    }
-    let mut value = HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-        CommandError::usage(format!(
-            "{what} holds characters an HTTP header cannot carry: not a token"
-        ))
-    })?;
-    value.set_sensitive(true);
-    Ok(value)
-}
-
-async fn fetch_report(
-    url: &reqwest::Url,
-    ca: reqwest::Certificate,
-    authorization: HeaderValue,
-    token_file: &Path,
-) -> Result<UsageReport, CommandError> {
-    let client = reqwest::Client::builder()
-        .tls_certs_only([ca])
-        .timeout(REQUEST_TIMEOUT)
-        .connect_timeout(CONNECT_TIMEOUT)
-        .build()
-        .map_err(|e| CommandError::failure(format!("cannot set up HTTPS: {}", error_chain(&e))))?;
-    let fetch_error = |e: reqwest::Error| {
-        CommandError::failure(format!("cannot fetch {url}: {}", error_chain(&e)))
     };
-    let mut response = client
-        .get(url.clone())
-        .header(AUTHORIZATION, authorization)
-        .send()
-        .await
-        .map_err(fetch_error)?;
-    let status = response.status();
-    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+    let stem = [".json", ".html", ".htm"]
+        .iter()
+        .find_map(|ext| name.strip_suffix(ext))
+        .filter(|stem| !stem.is_empty())
+        .unwrap_or(name);
+    let dir = file.parent().unwrap_or_else(|| Path::new(""));
+    let paths = ReportPaths {
+        json: dir.join(format!("{stem}.json")),
+        html: dir.join(format!("{stem}.html")),
+    };
+    let parent = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    if !parent.is_dir() {
         return Err(CommandError::usage(format!(
-            "{url} answered HTTP {status}: the server does not accept the token in --token-file \
-             {}; give the emulator's admin token",
-            token_file.display()
+            "--report {}: directory {} does not exist; create it first",
+            file.display(),
+            parent.display()
         )));
     }
-    if !status.is_success() {
-        return Err(CommandError::failure(format!(
-            "{url} answered HTTP {status}"
-        )));
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(fetch_error)? {
-        body.extend_from_slice(&chunk);
-        if body.len() > MAX_REPORT_BYTES {
-            return Err(CommandError::failure(format!(
-                "the report from {url} is larger than {MAX_REPORT_BYTES} bytes"
-            )));
-        }
-    }
-    serde_json::from_slice(&body).map_err(|e| {
-        CommandError::failure(format!("{url} did not answer a token usage report: {e}"))
-    })
+    Ok(paths)
+}
+
+/// Writes both files, each whole or not at all (a temporary file in the same directory, renamed).
+fn write_report(report: &ReloadReport, paths: &ReportPaths) -> Result<(), CommandError> {
+    let mut json = serde_json::to_vec_pretty(report)
+        .map_err(|e| CommandError::failure(format!("cannot serialise the report: {e}")))?;
+    json.push(b'\n');
+    write_whole(&paths.json, &json)?;
+    write_whole(&paths.html, html::render(report).as_bytes())
+}
+
+fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), CommandError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let error = |e: &dyn std::fmt::Display| {
+        CommandError::usage(format!(
+            "--report: cannot write {}: {e}; give a writable directory",
+            path.display()
+        ))
+    };
+    // A report is for reading: 0644 (less the umask), not the temporary file's 0600.
+    let mut file = tempfile::Builder::new()
+        .prefix(".report-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .tempfile_in(dir)
+        .map_err(|e| error(&e))?;
+    file.write_all(bytes).map_err(|e| error(&e))?;
+    file.persist(path).map_err(|e| error(&e.error))?;
+    Ok(())
 }
 
 /// The offenders as a table, or one line saying all clients are within the bounds.
-pub fn render_text(report: &UsageReport, bounds: &CheckBounds, offenders: &[Offender]) -> String {
+pub fn render_text(
+    report: &UsageReport,
+    bounds: &CheckBounds,
+    offenders: &[Offender],
+    reload_report: &ReloadReport,
+) -> String {
     let bounds_text = format!(
         "max stale uses {}, max reload delay {}",
         bounds.max_stale_uses,
@@ -221,7 +205,31 @@ pub fn render_text(report: &UsageReport, bounds: &CheckBounds, offenders: &[Offe
         text.push_str(line.trim_end());
         text.push('\n');
     }
+    for offender in offenders {
+        if let Some(advice) = advice_for(reload_report, offender) {
+            text.push_str(&format!(
+                "advice for {} ({}, {}): {}\n",
+                offender.subject,
+                offender.pod.as_deref().unwrap_or("no pod"),
+                offender.user_agent.as_deref().unwrap_or("no user agent"),
+                advice.message()
+            ));
+        }
+    }
     text
+}
+
+/// The reload report's advice for one offender.
+fn advice_for<'a>(report: &'a ReloadReport, offender: &Offender) -> Option<&'a Advice> {
+    report
+        .clients
+        .iter()
+        .find(|c| {
+            c.subject == offender.subject
+                && c.pod == offender.pod
+                && c.user_agent == offender.user_agent
+        })
+        .and_then(|c| c.advice.as_ref())
 }
 
 #[derive(Serialize)]
@@ -230,20 +238,34 @@ struct JsonVerdict<'a> {
     clients: usize,
     max_stale_uses: u64,
     max_reload_delay_seconds: f64,
-    offenders: &'a [Offender],
+    offenders: Vec<JsonOffender<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonOffender<'a> {
+    #[serde(flatten)]
+    offender: &'a Offender,
+    advice: Option<&'a Advice>,
 }
 
 fn render_json(
     report: &UsageReport,
     bounds: &CheckBounds,
     offenders: &[Offender],
+    reload_report: &ReloadReport,
 ) -> Result<String, CommandError> {
     let verdict = JsonVerdict {
         within_bounds: offenders.is_empty(),
         clients: report.clients.len(),
         max_stale_uses: bounds.max_stale_uses,
         max_reload_delay_seconds: bounds.max_reload_delay.as_secs_f64(),
-        offenders,
+        offenders: offenders
+            .iter()
+            .map(|offender| JsonOffender {
+                offender,
+                advice: advice_for(reload_report, offender),
+            })
+            .collect(),
     };
     let mut json = serde_json::to_string_pretty(&verdict)
         .map_err(|e| CommandError::failure(format!("cannot serialise the verdict: {e}")))?;
@@ -284,6 +306,9 @@ mod tests {
             worst_stale_seconds: None,
             distinct_tokens: 1,
             recent_uses: vec![],
+            median_reload_delay_seconds: None,
+            tokens: vec![],
+            rotations: vec![],
         }
     }
 
@@ -300,11 +325,16 @@ mod tests {
         max_reload_delay: SignedDuration::from_secs(5),
     };
 
+    fn text_of(report: &UsageReport) -> String {
+        let reload_report = ReloadReport::new(report, &BOUNDS, "https://127.0.0.1:6443");
+        render_text(report, &BOUNDS, &evaluate(report, &BOUNDS), &reload_report)
+    }
+
     #[test]
     fn text_when_all_within_bounds() {
         let report = report(vec![client(Some("a"), 0, Some(1.0)), client(None, 0, None)]);
         assert_eq!(
-            render_text(&report, &BOUNDS, &evaluate(&report, &BOUNDS)),
+            text_of(&report),
             "all 2 clients within bounds (max stale uses 0, max reload delay 5s)\n"
         );
     }
@@ -316,7 +346,7 @@ mod tests {
             client(Some("kubectl/v1.37.0 (linux/amd64)"), 3, Some(90.5)),
             client(None, 0, Some(6.0)),
         ]);
-        let text = render_text(&report, &BOUNDS, &evaluate(&report, &BOUNDS));
+        let text = text_of(&report);
         assert_eq!(
             text,
             "2 of 3 clients broke the bounds (max stale uses 0, max reload delay 5s):\n\
@@ -327,25 +357,26 @@ mod tests {
     }
 
     #[test]
-    fn report_url_keeps_a_path_prefix() {
-        let url = |s: &str| reqwest::Url::parse(s).unwrap();
+    fn report_paths_replace_a_known_extension() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = |name: &str| report_paths(&dir.path().join(name)).unwrap();
+        for name in ["reload", "reload.json", "reload.html", "reload.htm"] {
+            assert_eq!(
+                paths(name),
+                ReportPaths {
+                    json: dir.path().join("reload.json"),
+                    html: dir.path().join("reload.html"),
+                },
+                "{name}"
+            );
+        }
+        assert_eq!(paths("r.v1").json, dir.path().join("r.v1.json"));
+        assert_eq!(paths(".json").json, dir.path().join(".json.json"));
+        assert!(report_paths(&dir.path().join("missing/reload")).is_err());
+        assert!(report_paths(Path::new("/")).is_err());
         assert_eq!(
-            usage_report_url(&url("https://127.0.0.1:6443"))
-                .unwrap()
-                .as_str(),
-            "https://127.0.0.1:6443/debug/token-usage"
-        );
-        assert_eq!(
-            usage_report_url(&url("https://host/emulator"))
-                .unwrap()
-                .as_str(),
-            "https://host/emulator/debug/token-usage"
-        );
-        assert_eq!(
-            usage_report_url(&url("https://host/emulator/"))
-                .unwrap()
-                .as_str(),
-            "https://host/emulator/debug/token-usage"
+            report_paths(Path::new("reload")).unwrap().html,
+            PathBuf::from("reload.html")
         );
     }
 

@@ -79,14 +79,28 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// Our INFO lines, and only warnings from notify: its inotify backend reports at INFO that a
-/// watch of a directory the atomic writer already removed cannot be removed (EINVAL), on every
-/// rotation.
-const DEFAULT_LOG_FILTER: &str = "info,notify=warn";
+/// Our INFO lines by default.
+const DEFAULT_LOG_FILTER: &str = "info";
+/// Only warnings from notify, whatever the level asked for (unless a filter names notify): its
+/// inotify backend reports at INFO that a watch of a directory the atomic writer already removed
+/// cannot be removed (EINVAL), on every rotation.
+const NOTIFY_LOG_FILTER: &str = "notify=warn";
+
+/// `PROJECTED_TOKEN_LOG` (an `EnvFilter`, e.g. `debug`) or the default, with notify's noise off.
+fn log_filter(from_env: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let asked = from_env.filter(|f| !f.trim().is_empty());
+    let mut text = asked.unwrap_or(DEFAULT_LOG_FILTER).to_owned();
+    if !text.contains("notify") {
+        text.push(',');
+        text.push_str(NOTIFY_LOG_FILTER);
+    }
+    tracing_subscriber::EnvFilter::try_new(&text).unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{DEFAULT_LOG_FILTER},{NOTIFY_LOG_FILTER}"))
+    })
+}
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("PROJECTED_TOKEN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
+    let filter = log_filter(std::env::var("PROJECTED_TOKEN_LOG").ok().as_deref());
     // Colours only for a person at a terminal; not in pipes, files or `docker logs`.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -138,4 +152,20 @@ pub async fn read_ca(
     }
     reqwest::Certificate::from_pem(&bytes)
         .map_err(|e| CommandError::usage(format!("{what}: {}", error_chain(&e))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notify_stays_at_warn_unless_named() {
+        assert_eq!(log_filter(None).to_string(), "notify=warn,info");
+        assert_eq!(log_filter(Some("")).to_string(), "notify=warn,info");
+        assert_eq!(log_filter(Some("trace")).to_string(), "notify=warn,trace");
+        assert_eq!(
+            log_filter(Some("debug,notify=debug")).to_string(),
+            "notify=debug,debug"
+        );
+    }
 }

@@ -552,3 +552,90 @@ pub fn pod_binding(name: &str, uid: &str) -> projected_token::issuer::BoundObjec
         node: None,
     }
 }
+
+/// A running `emulate` with its API: base URL and admin token file.
+pub struct Emulator {
+    pub process: Running,
+    pub url: String,
+    pub admin_token_file: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Emulator {
+    /// `emulate --dir ROOT/sa` with an ES256 key and its admin token in ROOT, plus `extra` flags;
+    /// returns once the API serves and the first token is on disk.
+    pub fn start(root: &Path, extra: &[&str]) -> Emulator {
+        let dir = root.join("sa");
+        let admin_token_file = root.join("admin.token");
+        let dir_arg = dir.to_string_lossy().into_owned();
+        let admin_arg = admin_token_file.to_string_lossy().into_owned();
+        let mut args = vec![
+            "emulate",
+            "--dir",
+            &dir_arg,
+            "--admin-token-file",
+            &admin_arg,
+            "--key-algorithm",
+            "es256",
+        ];
+        args.extend_from_slice(extra);
+        let process = Running::spawn(&args);
+        let lines = process.wait_for_stdout("serving https API on ", EMULATE_READY);
+        let url = lines
+            .last()
+            .and_then(|line| line.rsplit(' ').next())
+            .map(str::to_owned)
+            .unwrap_or_default();
+        wait_for_file(&dir.join("token"), EMULATE_READY);
+        Emulator {
+            process,
+            url,
+            admin_token_file,
+            dir,
+        }
+    }
+}
+
+/// How long `emulate` may take to serve and write its first token (debug build, loaded machine).
+pub const EMULATE_READY: Duration = Duration::from_secs(20);
+
+/// Runs `command` in a process group of its own with its output in files (so helpers it leaves
+/// behind cannot hold a pipe open), waits up to `timeout`, then kills whatever of the group is
+/// left. Panics if it did not exit in time.
+pub fn output_within(command: &mut Command, timeout: Duration) -> std::process::Output {
+    use std::os::unix::process::CommandExt as _;
+    let files = tempfile::tempdir().expect("output dir");
+    let stdout_path = files.path().join("stdout");
+    let stderr_path = files.path().join("stderr");
+    let mut child = command
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    let group = rustix::process::Pid::from_child(&child);
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+    let Some(status) = status else {
+        let _ = child.wait();
+        panic!(
+            "{command:?} did not finish within {timeout:?}; stderr:\n{}",
+            std::fs::read_to_string(&stderr_path).unwrap_or_default()
+        );
+    };
+    std::process::Output {
+        status,
+        stdout: std::fs::read(&stdout_path).unwrap_or_default(),
+        stderr: std::fs::read(&stderr_path).unwrap_or_default(),
+    }
+}
