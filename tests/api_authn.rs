@@ -81,15 +81,6 @@ fn kid(token: &str) -> String {
         .to_owned()
 }
 
-fn kids(jwks: &Value) -> Vec<String> {
-    jwks["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .map(|k| k["kid"].as_str().expect("kid").to_owned())
-        .collect()
-}
-
 #[tokio::test]
 async fn wrong_signature() {
     let tmp = tempfile::tempdir().unwrap();
@@ -365,7 +356,7 @@ async fn replicas_sharing_a_key_accept_each_others_tokens() {
     assert_ne!(a.url, b.url);
     for server in [&a, &b] {
         let jwks = server.get("/openid/v1/jwks", None).await.json();
-        assert_eq!(kids(&jwks), [key.kid()]);
+        assert_eq!(common::kids(&jwks), [key.kid()]);
     }
 
     let from_a = a
@@ -413,7 +404,7 @@ async fn rotated_key_needs_extra_verification_keys() {
         let server = start_serve(tmp.path(), &[&new_arg, &extra_arg]);
         let jwks = server.get("/openid/v1/jwks", None).await.json();
         assert_eq!(
-            kids(&jwks),
+            common::kids(&jwks),
             [new_key.kid(), old_key.kid()],
             "{}",
             extra.display()
@@ -436,7 +427,7 @@ async fn rotated_key_needs_extra_verification_keys() {
     // Without the old key, its tokens are refused.
     let server = start_serve(tmp.path(), &[&new_arg]);
     let jwks = server.get("/openid/v1/jwks", None).await.json();
-    assert_eq!(kids(&jwks), [new_key.kid()]);
+    assert_eq!(common::kids(&jwks), [new_key.kid()]);
     assert_rejected(&server, &old_token, "invalid signature, no keys found").await;
 }
 

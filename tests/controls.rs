@@ -158,7 +158,7 @@ impl Emulator {
         )
         .await;
         assert_eq!(reply.status, 200, "{}", reply.text);
-        kids(&reply.json())
+        common::kids(&reply.json())
     }
 
     /// The audit events of one control.
@@ -198,13 +198,11 @@ fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-fn kids(jwks: &Value) -> Vec<String> {
-    jwks["keys"]
-        .as_array()
-        .expect("keys")
-        .iter()
-        .map(|k| k["kid"].as_str().expect("kid").to_owned())
-        .collect()
+/// The command exited with `code` and said `needle` on stderr.
+fn assert_failed(output: &std::process::Output, code: i32, needle: &str) {
+    let said = stderr(output);
+    assert_eq!(output.status.code(), Some(code), "{said}");
+    assert!(said.contains(needle), "expected {needle:?} in: {said}");
 }
 
 fn decoded(token: &str) -> projected_token::token::DecodedToken {
@@ -283,12 +281,7 @@ async fn rotate_now_replaces_the_pods_tokens_and_refuses_unknown_pods() {
 
     // A pod the emulator does not project: 404, exit 2, and nothing rotated.
     let output = emulator.ctl(&["rotate", "--pod", "ghost"]);
-    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(
-        stderr(&output).contains("pods \"ghost\" not found"),
-        "{}",
-        stderr(&output)
-    );
+    assert_failed(&output, 2, "pods \"ghost\" not found");
     assert!(
         stderr(&output).contains("default/emulated-pod"),
         "{}",
@@ -496,12 +489,7 @@ async fn unavailable_outage_answers_503_then_recovers() {
     );
     assert_eq!(emulator.whoami(&emulator.token()).await.status, 201);
     let output = emulator.ctl(&["outage", "--end"]);
-    assert_eq!(output.status.code(), Some(2), "nothing left to end");
-    assert!(
-        stderr(&output).contains("no outage in progress"),
-        "{}",
-        stderr(&output)
-    );
+    assert_failed(&output, 2, "no outage in progress");
 
     let events = emulator.audit_events("outage");
     let details = assert_audited(&events, "post", "/projected-token/v1/outage", 201);
@@ -608,12 +596,7 @@ async fn revoked_pod_fails_token_review() {
     assert_eq!(emulator.review(&next).await["authenticated"], false);
 
     let output = emulator.ctl(&["revoke", "emulated-pod"]);
-    assert_eq!(output.status.code(), Some(2), "already gone");
-    assert!(
-        stderr(&output).contains("pods \"emulated-pod\" not found"),
-        "{}",
-        stderr(&output)
-    );
+    assert_failed(&output, 2, "pods \"emulated-pod\" not found");
 
     let events = emulator.audit_events("revoke-pod");
     let details = assert_audited(
@@ -672,12 +655,7 @@ async fn lifetime_changes_at_run_time() {
     }
 
     let output = emulator.ctl(&["lifetime", "0"]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("expirationSeconds"),
-        "{}",
-        stderr(&output)
-    );
+    assert_failed(&output, 2, "expirationSeconds");
 
     let events = emulator.audit_events("lifetime");
     let details = assert_audited(&events, "put", "/projected-token/v1/lifetime", 200);
@@ -765,12 +743,7 @@ async fn controls_are_for_the_admin_only() {
     let wrong = emulator._temp.path().join("wrong.token");
     std::fs::write(&wrong, "not-the-admin-token\n").expect("write");
     let output = ctl(&emulator.url, &emulator.ca_file, &wrong, &["rotate"]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("--token-file"),
-        "{}",
-        stderr(&output)
-    );
+    assert_failed(&output, 2, "--token-file");
 
     let events = emulator.audit_events("outage");
     let forbidden = events
@@ -798,12 +771,7 @@ async fn serve_rotates_its_key_but_projects_no_tokens() {
     let run = |args: &[&str]| ctl(&server.url, &ca_file, &admin_file, args);
 
     let output = run(&["rotate"]);
-    assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr(&output).contains("projects no volumes"),
-        "{}",
-        stderr(&output)
-    );
+    assert_failed(&output, 2, "projects no volumes");
     let output = run(&["lifetime", "5s"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(stdout(&run(&["status"])).contains("projector:    none (serve)"));
@@ -817,5 +785,5 @@ async fn serve_rotates_its_key_but_projects_no_tokens() {
     assert_ne!(kid(&after), kid(&before));
     assert_eq!(server.whoami(&after).await.status, 201);
     let jwks = server.get("/openid/v1/jwks", None).await.json();
-    assert_eq!(kids(&jwks), [kid(&after)]);
+    assert_eq!(common::kids(&jwks), [kid(&after)]);
 }

@@ -73,26 +73,11 @@ fn kubernetes_example_parses_and_uses_real_flags() {
     assert!(checked >= 10, "only {checked} variables checked");
 }
 
-/// `examples/token_client`, built by `cargo test` next to the test binaries' own binary.
-fn example_binary(name: &str) -> std::path::PathBuf {
-    let path = std::path::Path::new(common::BIN)
-        .parent()
-        .expect("target directory")
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: `cargo test` builds the examples; with a narrower selection run `cargo build --examples` first",
-        path.display()
-    );
-    path
-}
-
 /// `examples/reload-test.sh` with `examples/token_client`: re-reading the token per request
 /// passes `check`; reading it once fails it, naming that client.
 #[test]
 fn reload_test_script_passes_the_good_client_and_fails_the_read_once_one() {
-    let client = example_binary("token_client");
+    let client = common::example_binary("token_client");
     let script = format!("{}/examples/reload-test.sh", env!("CARGO_MANIFEST_DIR"));
     let run = |reload: &str| {
         let output = Command::new(&script)

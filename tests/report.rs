@@ -16,27 +16,13 @@ use serde_json::Value;
 /// three re-reads of the periodic client.
 const CLIENT_SECONDS: u64 = 11;
 
-fn example_binary(name: &str) -> PathBuf {
-    let path = Path::new(BIN)
-        .parent()
-        .expect("target directory")
-        .join("examples")
-        .join(name);
-    assert!(
-        path.exists(),
-        "{} is missing: `cargo test` builds the examples; with a narrower selection run `cargo build --examples` first",
-        path.display()
-    );
-    path
-}
-
 fn text(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
 }
 
 /// Runs the three clients at once until they stop by themselves.
 fn run_clients(emulator: &Emulator) {
-    let client = example_binary("token_client");
+    let client = common::example_binary("token_client");
     let hostport = emulator.url.trim_start_matches("https://");
     let (host, port) = hostport.rsplit_once(':').expect("host:port");
     let modes: [&[&str]; 3] = [

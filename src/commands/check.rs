@@ -206,7 +206,7 @@ pub fn render_text(
         text.push('\n');
     }
     for offender in offenders {
-        if let Some(advice) = advice_for(reload_report, offender) {
+        if let Some(advice) = reload_report.advice_for(offender) {
             text.push_str(&format!(
                 "advice for {} ({}, {}): {}\n",
                 offender.subject,
@@ -217,19 +217,6 @@ pub fn render_text(
         }
     }
     text
-}
-
-/// The reload report's advice for one offender.
-fn advice_for<'a>(report: &'a ReloadReport, offender: &Offender) -> Option<&'a Advice> {
-    report
-        .clients
-        .iter()
-        .find(|c| {
-            c.subject == offender.subject
-                && c.pod == offender.pod
-                && c.user_agent == offender.user_agent
-        })
-        .and_then(|c| c.advice.as_ref())
 }
 
 #[derive(Serialize)]
@@ -263,7 +250,7 @@ fn render_json(
             .iter()
             .map(|offender| JsonOffender {
                 offender,
-                advice: advice_for(reload_report, offender),
+                advice: reload_report.advice_for(offender),
             })
             .collect(),
     };

@@ -137,26 +137,30 @@ mod tests {
         }]
     }
 
-    #[test]
-    fn official_client_period_gives_the_readme_figures() {
-        let usage = client(vec![], vec![]);
-        let Some(Advice::FixedPeriod {
-            period_seconds,
-            min_expiration_seconds,
-            max_reload_delay_seconds,
-            message,
-        }) = advise(&usage, &delay_broken(59.4), 5)
-        else {
-            panic!("fixed period advice");
-        };
-        assert_eq!(
-            (
+    /// Period, lifetime, bound and message of the fixed-period advice for a late client.
+    fn fixed(worst: f64, reloads: u64) -> ((u64, u64, u64), String) {
+        match advise(&client(vec![], vec![]), &delay_broken(worst), reloads) {
+            Some(Advice::FixedPeriod {
                 period_seconds,
                 min_expiration_seconds,
-                max_reload_delay_seconds
+                max_reload_delay_seconds,
+                message,
+            }) => (
+                (
+                    period_seconds,
+                    min_expiration_seconds,
+                    max_reload_delay_seconds,
+                ),
+                message,
             ),
-            (60, 350, 70)
-        );
+            other => panic!("not fixed period advice: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn official_client_period_gives_the_readme_figures() {
+        let (figures, message) = fixed(59.4, 5);
+        assert_eq!(figures, (60, 350, 70));
         assert!(message.contains("--max-reload-delay 70s"), "{message}");
         assert!(message.contains("--expiration-seconds 350"), "{message}");
         assert!(message.contains("official clients"), "{message}");
@@ -164,33 +168,11 @@ mod tests {
 
     #[test]
     fn short_periods_get_a_margin_of_at_least_a_second() {
-        let usage = client(vec![], vec![]);
-        let Some(Advice::FixedPeriod {
-            period_seconds,
-            min_expiration_seconds,
-            max_reload_delay_seconds,
-            message,
-        }) = advise(&usage, &delay_broken(9.2), 3)
-        else {
-            panic!("fixed period advice");
-        };
-        assert_eq!(
-            (
-                period_seconds,
-                min_expiration_seconds,
-                max_reload_delay_seconds
-            ),
-            (10, 60, 12)
-        );
+        let (figures, message) = fixed(9.2, 3);
+        assert_eq!(figures, (10, 60, 12));
         assert!(!message.contains("official"), "{message}");
-        let Some(Advice::FixedPeriod {
-            max_reload_delay_seconds,
-            ..
-        }) = advise(&usage, &delay_broken(2.9), 3)
-        else {
-            panic!("fixed period advice");
-        };
-        assert_eq!(max_reload_delay_seconds, 4);
+        assert_eq!(fixed(2.9, 3).0, (3, 20, 4));
+        assert_eq!(fixed(0.2, 2).0, (1, 10, 2));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::apiserver::ledger::{
-    evaluate, BrokenBound, CheckBounds, ClientUsage, RecentUse, RotationMark, TokenSpan,
+    evaluate, BrokenBound, CheckBounds, ClientUsage, Offender, RecentUse, RotationMark, TokenSpan,
     UsageReport, UsageTotals, UseCounts,
 };
 pub use advice::Advice;
@@ -71,11 +71,7 @@ impl ReloadReport {
             .map(|client| {
                 let broken = offenders
                     .iter()
-                    .find(|o| {
-                        o.subject == client.subject
-                            && o.pod == client.pod
-                            && o.user_agent == client.user_agent
-                    })
+                    .find(|o| is_client(o, &client.subject, &client.pod, &client.user_agent))
                     .map(|o| o.broken.clone())
                     .unwrap_or_default();
                 ClientReport::new(client, broken)
@@ -91,6 +87,26 @@ impl ReloadReport {
             clients,
         }
     }
+}
+
+impl ReloadReport {
+    /// The advice for one of the offenders `evaluate` found.
+    pub fn advice_for(&self, offender: &Offender) -> Option<&Advice> {
+        self.clients
+            .iter()
+            .find(|c| is_client(offender, &c.subject, &c.pod, &c.user_agent))
+            .and_then(|c| c.advice.as_ref())
+    }
+}
+
+/// Whether `offender` is the client (subject, pod, user agent).
+fn is_client(
+    offender: &Offender,
+    subject: &str,
+    pod: &Option<String>,
+    user_agent: &Option<String>,
+) -> bool {
+    offender.subject == subject && &offender.pod == pod && &offender.user_agent == user_agent
 }
 
 impl ClientReport {

@@ -639,3 +639,28 @@ pub fn output_within(command: &mut Command, timeout: Duration) -> std::process::
         stderr: std::fs::read(&stderr_path).unwrap_or_default(),
     }
 }
+
+/// The `kid`s of a JWKS document, in order.
+pub fn kids(jwks: &serde_json::Value) -> Vec<String> {
+    jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["kid"].as_str().expect("kid").to_owned())
+        .collect()
+}
+
+/// An example program (`examples/NAME.rs`), built by `cargo test` next to the binary under test.
+pub fn example_binary(name: &str) -> PathBuf {
+    let path = Path::new(BIN)
+        .parent()
+        .expect("target directory")
+        .join("examples")
+        .join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: `cargo test` builds the examples; with a narrower selection run `cargo build --examples` first",
+        path.display()
+    );
+    path
+}
