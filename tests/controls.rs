@@ -147,16 +147,21 @@ impl Emulator {
         reply.json()["status"].clone()
     }
 
-    async fn jwks_kids(&self) -> Vec<String> {
-        let reply = send(
+    /// An unauthenticated GET of `path`.
+    async fn get_public(&self, path: &str) -> common::Reply {
+        send(
             &self.client,
             Method::GET,
-            &format!("{}/openid/v1/jwks", self.url),
+            &format!("{}{path}", self.url),
             None,
             None,
             None,
         )
-        .await;
+        .await
+    }
+
+    async fn jwks_kids(&self) -> Vec<String> {
+        let reply = self.get_public("/openid/v1/jwks").await;
         assert_eq!(reply.status, 200, "{}", reply.text);
         common::kids(&reply.json())
     }
@@ -403,15 +408,9 @@ async fn signing_key_rotation_without_grace_breaks_old_tokens_at_once() {
     assert_eq!(emulator.review(&new_token).await["authenticated"], true);
     assert_eq!(emulator.whoami(&new_token).await.status, 201);
 
-    let reply = send(
-        &emulator.client,
-        Method::GET,
-        &format!("{}/.well-known/openid-configuration", emulator.url),
-        None,
-        None,
-        None,
-    )
-    .await;
+    let reply = emulator
+        .get_public("/.well-known/openid-configuration")
+        .await;
     assert_eq!(
         reply.json()["id_token_signing_alg_values_supported"],
         json!(["RS256"])
@@ -449,15 +448,7 @@ async fn unavailable_outage_answers_503_then_recovers() {
         .expect("whole seconds");
     assert!((1..=4).contains(&retry_after), "Retry-After {retry_after}");
     // Public endpoints too; the controls are not blocked.
-    let version = send(
-        &emulator.client,
-        Method::GET,
-        &format!("{}/version", emulator.url),
-        None,
-        None,
-        None,
-    )
-    .await;
+    let version = emulator.get_public("/version").await;
     assert_eq!(version.status, 503);
     let status = emulator.ctl_json(&["status"]);
     assert_eq!(status["outage"]["mode"], "ServiceUnavailable", "{status}");
