@@ -35,13 +35,16 @@ COPY --chown=65532:65532 target/image/projected/ /projected/
 # when it is the target; the legacy builder builds every stage before the target, so `local`
 # comes first and needs no pull).
 FROM ${RUST_IMAGE} AS build
+# scripts/build-static.sh links the binary with the function order it profiles under valgrind.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends valgrind openssl python3 \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN RUSTFLAGS='-C target-feature=+crt-static' \
-    cargo build --locked --profile dist --target x86_64-unknown-linux-gnu --bin projected-token \
- && mkdir -p /rootfs/usr/local/bin /rootfs/tmp /rootfs/projected \
- && cp target/x86_64-unknown-linux-gnu/dist/projected-token /rootfs/usr/local/bin/ \
- && chmod 1777 /rootfs/tmp && chown 65532:65532 /rootfs/projected
+RUN scripts/build-static.sh \
+ && mkdir -p /rootfs/projected \
+ && cp -a target/image/rootfs/. /rootfs/ \
+ && chown 65532:65532 /rootfs/projected
 
 FROM base AS image
 COPY --from=build /rootfs/ /
