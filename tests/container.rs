@@ -31,13 +31,21 @@ fn text(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr)
 }
 
+/// Why tests of the static binary cannot run here, if they cannot.
+fn static_binary_missing() -> Option<String> {
+    let binary = static_binary();
+    (!binary.exists()).then(|| {
+        format!(
+            "{} is missing; run scripts/build-static.sh first (.ci/run does)",
+            binary.display()
+        )
+    })
+}
+
 /// Why Docker tests cannot run here, if they cannot.
 fn docker_missing() -> Option<String> {
-    if !static_binary().exists() {
-        return Some(format!(
-            "{} is missing; run scripts/build-static.sh first (.ci/run does)",
-            static_binary().display()
-        ));
+    if let Some(why) = static_binary_missing() {
+        return Some(why);
     }
     match Command::new("docker")
         .args(["info", "--format", "{{.ServerVersion}}"])
@@ -70,14 +78,11 @@ fn images() -> Result<(), String> {
 
 #[test]
 fn release_binary_is_static() {
-    let binary = static_binary();
-    if !binary.exists() {
-        println!(
-            "SKIPPED: {} is missing; run scripts/build-static.sh first (.ci/run does)",
-            binary.display()
-        );
+    if let Some(why) = static_binary_missing() {
+        println!("SKIPPED: {why}");
         return;
     }
+    let binary = static_binary();
     let out = run(Command::new("ldd").arg(&binary));
     let said = text(&out);
     assert!(
@@ -127,14 +132,11 @@ const STARTUP: Duration = Duration::from_secs(30);
 /// first and together (9.0 MiB without that order, under 4 MiB with it; README, Benchmarks).
 #[test]
 fn shipped_sidecar_idle_rss_under_8_mib() {
-    let binary = static_binary();
-    if !binary.exists() {
-        println!(
-            "SKIPPED: {} is missing; run scripts/build-static.sh first (.ci/run does)",
-            binary.display()
-        );
+    if let Some(why) = static_binary_missing() {
+        println!("SKIPPED: {why}");
         return;
     }
+    let binary = static_binary();
     let tmp = tempfile::tempdir().unwrap();
     let file = |name: &str| tmp.path().join(name);
     let spawn = |args: &[&str], out: &Path| {
