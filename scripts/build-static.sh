@@ -24,8 +24,8 @@ cd "$(dirname "$0")/.."
 profile=${PROFILE:-dist}
 target=x86_64-unknown-linux-gnu
 if [ "${ORDER:-1}" != 0 ] && ! command -v valgrind >/dev/null; then
-  echo "build-static.sh: the function order needs valgrind (apt-get install valgrind); ORDER=0 builds without it" >&2
-  exit 1
+  echo "build-static.sh: WARNING: the function order needs valgrind (apt-get install valgrind); building without it" >&2
+  ORDER=0
 fi
 # The explicit --target keeps build scripts and proc-macros dynamic; only our binaries are static.
 # Two invocations: an example also links the dev-dependencies, whose features would otherwise be
@@ -70,21 +70,30 @@ if [ "${ORDER:-1}" != 0 ] && ! cmp -s "$link/stamp" "$link/order.stamp"; then
   profiling=$!
 fi
 cargo build --locked --profile "$profile" --target "$target" --example token_client
+ordered=0
 if [ -n "$profiling" ]; then
-  wait "$profiling"
+  # A failed profile costs memory, not correctness: the binary is linked in the compiler's order.
+  if wait "$profiling"; then
+    cp "$link/stamp" "$link/order.stamp"
+  else
+    echo "build-static.sh: WARNING: profiling failed (see above); the shipped binary keeps the compiler's function order (idle RSS about 9 MiB instead of under 4)" >&2
+    rm -f "$link/order.txt"
+  fi
   profiling=
-  cp "$link/stamp" "$link/order.stamp"
 fi
+[ "${ORDER:-1}" != 0 ] && [ -s "$link/order.txt" ] && cmp -s "$link/stamp" "$link/order.stamp" && ordered=1
 
 rm -rf target/image
 mkdir -p target/image/rootfs/usr/local/bin target/image/rootfs/tmp target/image/projected \
   target/image/client/usr/local/bin target/image/client/tmp
 chmod 1777 target/image/rootfs/tmp target/image/client/tmp
 shipped=target/image/rootfs/usr/local/bin/projected-token
-if [ "${ORDER:-1}" = 0 ]; then
-  relink "$shipped" 1
-else
+if [ "$ordered" = 1 ]; then
   relink "$shipped" 1 -Wl,--symbol-ordering-file="$PWD/$link/order.txt" -Wl,--no-warn-symbol-ordering
+  echo "build-static.sh: function order applied ($(wc -l <"$link/order.txt") functions first)"
+else
+  relink "$shipped" 1
+  echo "build-static.sh: no function order (ORDER=0 or no profile)"
 fi
 "$shipped" --version >/dev/null
 cp "$out/examples/token_client" target/image/client/usr/local/bin/token-client
