@@ -25,7 +25,7 @@ pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
     let shutdown = shutdown_signal()?;
     let loaded = load_issuer(&args.issuer).await?;
     let data = DataSources {
-        root_ca: loaded.ca.cert_pem().as_bytes().to_vec(),
+        root_ca: loaded.ca.cert_pem().as_bytes().into(),
         configmaps: load_named_dirs("--configmap", &args.writing.configmaps)?,
         secrets: load_named_dirs("--secret", &args.writing.secrets)?,
     };

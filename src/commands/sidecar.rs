@@ -35,7 +35,7 @@ pub async fn run(args: SidecarArgs) -> Result<(), CommandError> {
         .or_else(|| connection.namespace.clone())
         .unwrap_or_else(|| "default".to_owned());
     let data = DataSources {
-        root_ca: ca_pem,
+        root_ca: ca_pem.into(),
         configmaps: load_named_dirs("--configmap", &args.writing.configmaps)?,
         secrets: load_named_dirs("--secret", &args.writing.secrets)?,
     };

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::ProjectedVolumeSource;
 use super::setup::read_text;
 use super::CommandError;
 use crate::projection::spec::{
-    parse_pod_manifest, plan_pod_volumes, plan_volume, DataSources, PlannedFile, PodInfo,
+    parse_pod_manifest, plan_pod_volumes, plan_volume, DataSources, NamedData, PlannedFile, PodInfo,
 };
 use crate::projection::{AtomicWriter, WriterOptions};
 use crate::refresher::{ProjectedVolume, RotationEvent};
@@ -19,7 +19,7 @@ use crate::refresher::{ProjectedVolume, RotationEvent};
 pub fn load_named_dirs(
     flag: &str,
     pairs: &[String],
-) -> Result<BTreeMap<String, BTreeMap<String, Vec<u8>>>, CommandError> {
+) -> Result<BTreeMap<String, NamedData>, CommandError> {
     let mut out = BTreeMap::new();
     for pair in pairs {
         let Some((name, dir)) = pair
@@ -43,7 +43,7 @@ pub fn load_named_dirs(
             let bytes = std::fs::read(entry.path()).map_err(|e| {
                 CommandError::usage(format!("{flag} {name}={dir}: {file_name}: {e}"))
             })?;
-            files.insert(file_name, bytes);
+            files.insert(file_name, bytes.into());
         }
         out.insert(name.to_owned(), files);
     }
