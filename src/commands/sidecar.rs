@@ -65,6 +65,7 @@ pub async fn run(args: SidecarArgs) -> Result<(), CommandError> {
         return refresher
             .project_once()
             .await
+            .map(|_written| ())
             .map_err(|e| CommandError::failure(e.to_string()));
     }
 
