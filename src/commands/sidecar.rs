@@ -40,10 +40,7 @@ pub async fn run(args: SidecarArgs) -> Result<(), CommandError> {
         secrets: load_named_dirs("--secret", &args.writing.secrets)?,
     };
     let mut volumes = plan(&args, &namespace, &data)?;
-    let is_root = rustix::process::geteuid().is_root();
-    for volume in &mut volumes {
-        drop_ownership_unless_root(volume, is_root);
-    }
+    drop_ownership_unless_root(&mut volumes);
     recover_volumes(&volumes)?;
     let hooks = Arc::new(HookRunner::new(hooks(&args)?, client.clone()));
     let dirs: Vec<_> = volumes
