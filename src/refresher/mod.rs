@@ -341,18 +341,26 @@ impl<S: TokenSource> Refresher<S> {
     /// Writes every volume once. A rejected request (a lifetime or binding the issuer refuses) is
     /// an error here, since retrying cannot fix it; nothing is written then.
     pub async fn project_all(&mut self) -> Result<usize, RefresherError> {
-        self.project(false).await
+        let written = self.project(false, &mut std::future::pending()).await?;
+        Ok(written.unwrap_or_default())
     }
 
     /// Writes every volume once and fails on any failure, retryable or not (`--once`).
     pub async fn project_once(&mut self) -> Result<usize, RefresherError> {
-        self.project(true).await
+        let written = self.project(true, &mut std::future::pending()).await?;
+        Ok(written.unwrap_or_default())
     }
 
     /// Requests every token (a volume's tokens together, [`MAX_IN_FLIGHT`] volumes at once),
     /// then writes each volume whose tokens are all in hand, as many at once. Returns how many
-    /// volumes were written.
-    async fn project(&mut self, strict: bool) -> Result<usize, RefresherError> {
+    /// volumes were written, or `None` when `stop` completed first: requests still waiting are
+    /// abandoned, writes in progress finished (10,000 volumes on a slow disk take half a minute;
+    /// SIGTERM must not wait for all of them). `stop` is not polled again once it completed.
+    async fn project(
+        &mut self,
+        strict: bool,
+        stop: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Result<Option<usize>, RefresherError> {
         let mut jobs = Jobs::default();
         let mut pending = 0..self.volumes.len();
         let mut first_error: Option<(usize, usize, SourceError)> = None;
@@ -364,8 +372,11 @@ impl<S: TokenSource> Refresher<S> {
                 let tokens = (0..self.volumes[volume_index].tokens.len()).collect();
                 self.request(&mut jobs, volume_index, tokens);
             }
-            let Some(Done::Answers { volume, answers }) = jobs.next(self.clock.as_ref()).await
-            else {
+            let done = tokio::select! {
+                done = jobs.next(self.clock.as_ref()) => done,
+                _ = &mut *stop => return Ok(None),
+            };
+            let Some(Done::Answers { volume, answers }) = done else {
                 break;
             };
             self.volumes[volume].busy = false;
@@ -392,15 +403,23 @@ impl<S: TokenSource> Refresher<S> {
         let mut pending = 0..self.volumes.len();
         let mut written = 0;
         let mut failed: Option<RefresherError> = None;
+        let mut stopped = false;
         loop {
-            // After a failure nothing more is started; the writes in flight are finished.
-            while jobs.has_room() && failed.is_none() {
+            // After a failure or `stop` nothing more is started; the writes in flight finish.
+            while jobs.has_room() && failed.is_none() && !stopped {
                 let Some(volume_index) = pending.next() else {
                     break;
                 };
                 self.write(&mut jobs, volume_index);
             }
-            let Some(done) = jobs.next(self.clock.as_ref()).await else {
+            let done = tokio::select! {
+                done = jobs.next(self.clock.as_ref()) => done,
+                _ = &mut *stop, if !stopped => {
+                    stopped = true;
+                    continue;
+                }
+            };
+            let Some(done) = done else {
                 break;
             };
             if let Done::Written {
@@ -419,7 +438,10 @@ impl<S: TokenSource> Refresher<S> {
                 }
             }
         }
-        failed.map_or(Ok(written), Err)
+        match failed {
+            Some(err) => Err(err),
+            None => Ok((!stopped).then_some(written)),
+        }
     }
 
     /// Projects every volume, then keeps them fresh until `shutdown` completes. Tokens that
@@ -429,7 +451,10 @@ impl<S: TokenSource> Refresher<S> {
     /// finished, so no temporary directory is left.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), RefresherError> {
         let started = std::time::Instant::now();
-        let written = self.project_all().await?;
+        let mut shutdown = std::pin::pin!(shutdown);
+        let Some(written) = self.project(false, &mut shutdown).await? else {
+            return Ok(()); // shut down during the first projection
+        };
         tracing::info!(
             volumes = self.volumes.len(),
             written,
@@ -437,7 +462,6 @@ impl<S: TokenSource> Refresher<S> {
             elapsed_ms = started.elapsed().as_millis(),
             "initial projection done"
         );
-        let mut shutdown = std::pin::pin!(shutdown);
         let mut jobs = Jobs::default();
         // Volumes with due tokens (or a layout to restore), in the order they fell due.
         let mut ready: VecDeque<usize> = VecDeque::new();
