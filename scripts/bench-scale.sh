@@ -12,6 +12,9 @@
 # if missing), ARGS (more emulate flags, e.g. "--key-algorithm es256" or "--no-fsync"),
 # VOLUMES (a directory, default the temporary one) to project into somewhere else, e.g. /dev/shm:
 # the kubelet's projected volumes are tmpfs (memory-backed emptyDirs), where fsync costs nothing.
+# PROBE=1 also asks the emulated API for GET /livez 20 times a second over one kept-alive
+# connection (curl) while it runs, and prints that latency: does signing and writing delay the
+# API server, which shares the process?
 # KEEP=1 keeps the temporary directory (manifests, volumes, log) and prints where it is.
 # Not run by CI: it takes DURATION seconds plus start-up.
 set -euo pipefail
@@ -63,6 +66,7 @@ start_ms=$(now_ms)
 # shellcheck disable=SC2086 # ARGS is a list of flags
 PROJECTED_TOKEN_ADMIN_TOKEN_FILE="$tmp/admin-token" "$bin" --log-format json emulate \
   --dir "$out" --pods "$tmp/pods" --expiration-seconds "$lifetime" --listen 127.0.0.1:0 \
+  --ca-out "$tmp/ca.crt" \
   $extra >"$tmp/stdout" 2>"$tmp/log.json" &
 pid=$!
 until grep -q '"initial projection done"' "$tmp/log.json" 2>/dev/null; do
@@ -73,6 +77,16 @@ done
 ready_ms=$(now_ms)
 ready_ticks=$(ticks)
 ready_hwm=$(kib VmHWM)
+probe=
+if [ "${PROBE:-0}" = 1 ]; then
+  url=$(sed -n 's/^serving https API on //p' "$tmp/stdout" | head -n 1)
+  # One curl, one connection, $duration*20 requests paced at 20/s.
+  awk -v n=$((duration * 20)) -v url="$url/livez" \
+    'BEGIN { for (i = 0; i < n; i++) { print "url = " url; print "output = /dev/null" } }' >"$tmp/probe.cfg"
+  curl -s --cacert "$tmp/ca.crt" --rate 20/s -K "$tmp/probe.cfg" \
+    -w '%{http_code} %{time_total}\n' >"$tmp/probe.txt" 2>/dev/null &
+  probe=$!
+fi
 sleep "$duration"
 kill -0 "$pid" 2>/dev/null || fail "emulate exited"
 end_ticks=$(ticks)
@@ -119,5 +133,12 @@ awk '{ v[NR] = $1 } END {
   i50 = int(NR * 0.50 + 0.999999); i99 = int(NR * 0.99 + 0.999999)
   printf "lateness (ms): p50 %.3f, p99 %.3f, max %.3f over %d rotations\n", v[i50], v[i99], v[NR], NR }' "$tmp/late"
 echo "log: $(wc -l <"$tmp/log.json") lines, $(($(stat -c %s "$tmp/log.json") / 1024)) KiB; warnings/errors: $(jq -r 'select(.level != "INFO") | .fields.message' "$tmp/log.json" | sort | uniq -c | tr '\n' ';')"
+if [ -n "$probe" ]; then
+  wait "$probe" 2>/dev/null || true
+  awk '$1 == 200 { print $2 }' "$tmp/probe.txt" | sort -g | awk '{ v[NR] = $1 * 1000 } END {
+    if (NR == 0) { print "API probe: no answer"; exit }
+    printf "API GET /livez while rotating (ms): p50 %.3f, p99 %.3f, max %.3f over %d requests\n",
+      v[int(NR * 0.5 + 0.999999)], v[int(NR * 0.99 + 0.999999)], v[NR], NR }'
+fi
 leftovers=$(find "$out" -name '..data_tmp' | wc -l)
 echo "exit status after SIGTERM: $status; leftover ..data_tmp: $leftovers"
