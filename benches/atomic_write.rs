@@ -10,7 +10,7 @@ use projected_token::projection::{
 
 fn file(data: Vec<u8>, mode: u32) -> FileProjection {
     FileProjection {
-        data,
+        data: data.into(),
         mode,
         fs_user: None,
     }

@@ -58,7 +58,8 @@ pub enum KeyAlgorithmArg {
 #[derive(Debug, Args)]
 pub struct EmulateArgs {
     /// Directory to project into. Without --pod it receives the default `kube-api-access` volume
-    /// (token, ca.crt, namespace); with --pod, one sub-directory per projected volume.
+    /// (token, ca.crt, namespace); with --pod, one sub-directory per projected volume; with
+    /// --pods, `<namespace>/<pod-name>/<volume-name>/`.
     #[arg(long, env = "PROJECTED_TOKEN_DIR")]
     pub dir: PathBuf,
 
@@ -67,15 +68,21 @@ pub struct EmulateArgs {
     #[arg(long, env = "PROJECTED_TOKEN_POD")]
     pub pod: Option<PathBuf>,
 
-    /// Namespace of the emulated pod (without --pod).
+    /// Many pods, as one kubelet runs them: a directory of Pod manifests (`*.yaml`, `*.yml`,
+    /// `*.json`; one pod per file or several separated by `---`) or one such file. Each pod's
+    /// volumes go to `--dir/<namespace>/<pod-name>/<volume-name>/`, each with its own tokens.
+    #[arg(long, env = "PROJECTED_TOKEN_PODS", conflicts_with_all = ["pod", "namespace", "pod_name", "service_account"])]
+    pub pods: Option<PathBuf>,
+
+    /// Namespace of the emulated pod (without --pod or --pods).
     #[arg(long, env = "PROJECTED_TOKEN_NAMESPACE", default_value = "default")]
     pub namespace: String,
 
-    /// Name of the emulated pod (without --pod).
+    /// Name of the emulated pod (without --pod or --pods).
     #[arg(long, env = "PROJECTED_TOKEN_POD_NAME", default_value = "emulated-pod")]
     pub pod_name: String,
 
-    /// Service account of the emulated pod (without --pod).
+    /// Service account of the emulated pod (without --pod or --pods).
     #[arg(
         long,
         env = "PROJECTED_TOKEN_SERVICE_ACCOUNT",

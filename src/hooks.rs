@@ -619,6 +619,8 @@ mod tests {
             status_expiration: at(n * 100 + 3600),
             next_refresh: at(n * 100 + 2880),
             data_dir: format!("..2024_01_01_00_00_0{n}.000000001"),
+            scheduled_at: (n > 0).then(|| at(n * 100 - 720)),
+            published_at: at(n * 100),
         }
     }
 
@@ -977,6 +979,8 @@ mod tests {
                 "status_expiration",
                 "next_refresh",
                 "data_dir",
+                "scheduled_at",
+                "published_at",
             ];
             expected_keys.sort_unstable();
             let mut keys = keys;

@@ -19,7 +19,7 @@ fn strict_umask() {
 
 fn file(data: &[u8], mode: u32) -> FileProjection {
     FileProjection {
-        data: data.to_vec(),
+        data: data.into(),
         mode,
         fs_user: None,
     }
@@ -142,7 +142,7 @@ fn write_lays_out_volume_like_the_kubelet() {
             Path::new(&format!("..data/{name}"))
         );
         // Exact bytes: no trailing newline added to the token.
-        assert_eq!(fs::read(&visible).unwrap(), projection.data, "{name}");
+        assert_eq!(fs::read(&visible).unwrap(), *projection.data, "{name}");
         let real = dir.join(&version).join(name);
         assert!(fs::symlink_metadata(&real).unwrap().is_file());
         assert_eq!(mode_of(&real), projection.mode, "{name}");
@@ -556,7 +556,7 @@ fn fs_group_and_fs_user_ownership() {
     p.insert(
         "token".to_owned(),
         FileProjection {
-            data: b"tok".to_vec(),
+            data: b"tok".as_slice().into(),
             mode: 0o600,
             fs_user: Some(uid),
         },

@@ -33,7 +33,7 @@ fn jwt(jti: &str, iat: i64) -> String {
 
 fn file(data: &[u8]) -> FileProjection {
     FileProjection {
-        data: data.to_vec(),
+        data: data.into(),
         mode: 0o644,
         fs_user: None,
     }

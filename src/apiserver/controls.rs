@@ -251,16 +251,28 @@ fn no_projector() -> ApiError {
     }
 }
 
-fn describe_volumes(volumes: &[ProjectedVolumeRef]) -> String {
-    let names: Vec<String> = volumes
-        .iter()
-        .map(|v| format!("{}/{} volume {}", v.namespace, v.pod, v.volume))
-        .collect();
-    if names.is_empty() {
-        "no volumes".into()
-    } else {
-        names.join(", ")
+/// Names listed in an audit annotation, log line, error or `ctl` line before "and N more": with 10,000
+/// pods, rotating everything must not write a megabyte per line.
+const LISTED_NAMES: usize = 10;
+
+/// `names` joined, the first [`LISTED_NAMES`] of them, or `empty` for none.
+pub fn list_names(names: impl ExactSizeIterator<Item = String>, empty: &str) -> String {
+    let total = names.len();
+    let shown: Vec<String> = names.take(LISTED_NAMES).collect();
+    match total {
+        0 => empty.to_owned(),
+        n if n <= LISTED_NAMES => shown.join(", "),
+        n => format!("{} and {} more", shown.join(", "), n - LISTED_NAMES),
     }
+}
+
+fn describe_volumes(volumes: &[ProjectedVolumeRef]) -> String {
+    list_names(
+        volumes
+            .iter()
+            .map(|v| format!("{}/{} volume {}", v.namespace, v.pod, v.volume)),
+        "no volumes",
+    )
 }
 
 /// `GET /projected-token/v1/status`: keys, outage, lifetime and projected pods.
@@ -339,15 +351,10 @@ pub async fn rotate_tokens(
 }
 
 fn describe_pods(pods: &[ProjectedPod]) -> String {
-    let names: Vec<String> = pods
-        .iter()
-        .map(|p| format!("{}/{}", p.namespace, p.name))
-        .collect();
-    if names.is_empty() {
-        "no pods".into()
-    } else {
-        names.join(", ")
-    }
+    list_names(
+        pods.iter().map(|p| format!("{}/{}", p.namespace, p.name)),
+        "no pods",
+    )
 }
 
 /// `POST /projected-token/v1/signingkey/rotate`: a new signing key (new `kid`) for every token
@@ -603,4 +610,23 @@ pub fn unavailable_response(outage: &Outage, now: Timestamp) -> Response {
 /// Whether a request is a control (never blocked by an outage).
 pub fn is_control(path: &str) -> bool {
     path.starts_with(PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lists_are_cut_with_a_count() {
+        let names = |n: usize| (0..n).map(|i| format!("p{i}")).collect::<Vec<_>>();
+        assert_eq!(list_names(names(0).into_iter(), "no pods"), "no pods");
+        assert_eq!(list_names(names(2).into_iter(), "-"), "p0, p1");
+        assert_eq!(
+            list_names(names(10).into_iter(), "-").matches(", ").count(),
+            9
+        );
+        let cut = list_names(names(10_000).into_iter(), "-");
+        assert!(cut.starts_with("p0, p1, "), "{cut}");
+        assert!(cut.ends_with("p9 and 9990 more"), "{cut}");
+    }
 }

@@ -52,6 +52,17 @@ const RELOAD_DELAY: (&str, &str) = (
     "Time from a rotation to each later use of the token it replaced",
 );
 
+const ROTATION_LATENESS: (&str, &str) = (
+    "projected_token_rotation_lateness_seconds",
+    "How late each rotation was published against its schedule (first writes excluded)",
+);
+
+/// Upper bounds of the lateness histogram: a healthy projector is sub-millisecond to tens of
+/// milliseconds late; seconds mean it cannot keep up (or the API was down and it retried).
+const LATENESS_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0,
+];
+
 /// Upper bounds of the reload delay histogram: client-go rereads its token file about every 50 s,
 /// so the interesting range is sub-second to a few minutes.
 const RELOAD_DELAY_BUCKETS: [f64; 12] = [
@@ -75,6 +86,7 @@ struct TokenMetrics {
     expired: Counter,
     rotations: Family<PodLabels, Counter>,
     reload_delay: Histogram,
+    rotation_lateness: Histogram,
 }
 
 impl Collector for TokenMetrics {
@@ -85,7 +97,8 @@ impl Collector for TokenMetrics {
         encode_metric(&mut encoder, SUPERSEDED_USES, &self.superseded)?;
         encode_metric(&mut encoder, EXPIRED_USES, &self.expired)?;
         encode_metric(&mut encoder, ROTATIONS, &self.rotations)?;
-        encode_metric(&mut encoder, RELOAD_DELAY, &self.reload_delay)
+        encode_metric(&mut encoder, RELOAD_DELAY, &self.reload_delay)?;
+        encode_metric(&mut encoder, ROTATION_LATENESS, &self.rotation_lateness)
     }
 }
 
@@ -122,6 +135,7 @@ impl Metrics {
             expired: Counter::default(),
             rotations: Family::default(),
             reload_delay: Histogram::new(RELOAD_DELAY_BUCKETS),
+            rotation_lateness: Histogram::new(LATENESS_BUCKETS),
         });
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Arc::clone(&tokens)));
@@ -166,6 +180,11 @@ impl Metrics {
             serviceaccount: rotation.service_account.clone(),
         };
         self.tokens.rotations.get_or_create(&labels).inc();
+    }
+
+    /// How late one rotation was published against its schedule, in seconds.
+    pub fn observe_rotation_lateness(&self, seconds: f64) {
+        self.tokens.rotation_lateness.observe(seconds);
     }
 
     /// Every metric in the Prometheus text format; serve it with [`CONTENT_TYPE`].
@@ -239,6 +258,8 @@ mod tests {
             new_jti: Some("jti".to_owned()),
         });
 
+        metrics.observe_rotation_lateness(0.003);
+
         let text = metrics.encode().unwrap();
         let lines: Vec<&str> = text.lines().collect();
         for expected in [
@@ -255,6 +276,8 @@ mod tests {
             "projected_token_expired_uses_total 1",
             r#"projected_token_rotations_total{namespace="default",pod="app-0",serviceaccount="app"} 1"#,
             "projected_token_reload_delay_seconds_count 1",
+            "projected_token_rotation_lateness_seconds_count 1",
+            r#"projected_token_rotation_lateness_seconds_bucket{le="0.005"} 1"#,
             r#"projected_token_reload_delay_seconds_bucket{le="10"} 1"#,
         ] {
             assert!(lines.contains(&expected), "missing {expected:?} in:\n{text}");

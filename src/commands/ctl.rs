@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::api_client::ApiClient;
 use super::CommandError;
 use crate::apiserver::controls::{
-    LIFETIME_PATH, OUTAGE_PATH, ROTATE_KEY_PATH, ROTATE_TOKENS_PATH, STATUS_PATH,
+    list_names, LIFETIME_PATH, OUTAGE_PATH, ROTATE_KEY_PATH, ROTATE_TOKENS_PATH, STATUS_PATH,
 };
 use crate::cli::{
     ApiConnectionArgs, CtlArgs, CtlCommand, KeyAlgorithmArg, OutageModeArg, OutputFormat,
@@ -160,13 +160,15 @@ fn text<'a>(value: &'a Value, key: &str) -> &'a str {
     value.get(key).and_then(Value::as_str).unwrap_or("-")
 }
 
+/// The answer's volumes in words, the first few of thousands (`--output json` has them all).
 fn volumes(answer: &Value) -> String {
-    let list: Vec<String> = answer
+    let list = answer
         .get("volumes")
         .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .map(|v| {
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    list_names(
+        list.iter().map(|v| {
             format!(
                 "{}/{} volume {} ({})",
                 text(v, "namespace"),
@@ -174,13 +176,9 @@ fn volumes(answer: &Value) -> String {
                 text(v, "volume"),
                 text(v, "dir")
             )
-        })
-        .collect();
-    if list.is_empty() {
-        "no volumes".into()
-    } else {
-        list.join(", ")
-    }
+        }),
+        "no volumes",
+    )
 }
 
 fn lifetime(value: Option<&Value>) -> String {

@@ -1,18 +1,22 @@
 //! `emulate`: the embedded issuer plus the kubelet's projector, no cluster needed; by default it
 //! also serves the emulated API (as `serve`), whose usage ledger learns of every rotation.
+//! `--pods` projects the volumes of thousands of pods from one process, as one kubelet does.
 
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use super::serve::print_api_summary;
 use super::setup::{key_ring, load_issuer, load_objects, start_api, LoadedIssuer};
 use super::volumes::{
-    drop_ownership_unless_root, load_named_dirs, log_rotation, pod_volumes, recover_volumes,
-    single_volume,
+    drop_ownership_unless_root, load_named_dirs, log_rotation, pod_volumes, pods_volumes,
+    recover_volumes, single_volume, PodSet,
 };
 use super::{shutdown_signal, CommandError};
 use crate::apiserver::authn::lock;
 use crate::apiserver::controls::{ProjectedPod, ProjectedVolumeRef, Projector};
-use crate::apiserver::ledger::Rotation;
+use crate::apiserver::ledger::{LedgerLimits, Rotation};
 use crate::apiserver::server::ApiState;
 use crate::cli::EmulateArgs;
 use crate::clock::{Clock, SystemClock};
@@ -25,18 +29,35 @@ pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
     let shutdown = shutdown_signal()?;
     let loaded = load_issuer(&args.issuer).await?;
     let data = DataSources {
-        root_ca: loaded.ca.cert_pem().as_bytes().to_vec(),
+        root_ca: loaded.ca.cert_pem().as_bytes().into(),
         configmaps: load_named_dirs("--configmap", &args.writing.configmaps)?,
         secrets: load_named_dirs("--secret", &args.writing.secrets)?,
     };
-    let mut volumes = plan_volumes(&args, &data)?;
-    let is_root = rustix::process::geteuid().is_root();
-    for volume in &mut volumes {
-        drop_ownership_unless_root(volume, is_root);
+    let planning = Instant::now();
+    let planned = plan_volumes(&args, &data)?;
+    let mut volumes = planned.volumes;
+    drop_ownership_unless_root(&mut volumes);
+    let tokens: usize = volumes.iter().map(|v| v.plan.token_specs().count()).sum();
+    if let Some(set) = &planned.pod_set {
+        tracing::info!(
+            pods = set.pods,
+            files = set.files,
+            skipped = set.skipped.len(),
+            volumes = volumes.len(),
+            tokens,
+            elapsed_ms = planning.elapsed().as_millis(),
+            "planned the pods"
+        );
     }
     let objects = Arc::new(Mutex::new(load_objects(&args.server)?));
     register_pods(&mut lock(&objects), &volumes);
-    print_summary(&args, &loaded, &volumes, &lock(&objects));
+    print_summary(
+        &args,
+        &loaded,
+        &volumes,
+        planned.pod_set.as_ref(),
+        &lock(&objects),
+    );
 
     let keys = key_ring(&loaded)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -52,21 +73,34 @@ pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
         }
     });
 
+    let preparing = Instant::now();
     recover_volumes(&volumes)?;
+    if planned.pod_set.is_some() {
+        tracing::info!(
+            volumes = volumes.len(),
+            elapsed_ms = preparing.elapsed().as_millis(),
+            "prepared the volume directories"
+        );
+    }
 
+    let pods = ProjectedPods::new(&volumes);
     let api = if args.no_serve {
         None
     } else {
-        let api = start_api(&loaded, keys, objects, clock.clone(), &args.server).await?;
+        let limits = ledger_limits(tokens, pods.len());
+        let api = start_api(&loaded, keys, objects, clock.clone(), &args.server, limits).await?;
         print_api_summary(&api);
         // The projector is the kubelet of this emulated cluster: during a simulated API outage
         // its TokenRequests fail too, and are retried once the outage is over.
         source = source.with_availability(outage_check(api.state.clone(), clock.clone()));
         Some(api)
     };
-    let pods = projected_pods(&volumes);
     let mut refresher =
         Refresher::new(Arc::new(source), clock.clone(), volumes).on_rotation(log_rotation);
+    if planned.pod_set.is_some() {
+        // Thousands of pods start at once here, never on a kubelet (110 pods by default).
+        refresher = refresher.spread_start();
+    }
     if let Some(api) = &api {
         let projector = EmulatorProjector {
             control: refresher.control(),
@@ -76,8 +110,13 @@ pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
         let _ = api.state.projector.set(Arc::new(projector));
         // Rotations reach the usage ledger, so later uses of a replaced token are "superseded".
         let state = api.state.clone();
-        refresher = refresher
-            .on_rotation(move |event| state.record_rotation(rotation_of(event, clock.now())));
+        refresher = refresher.on_rotation(move |event| {
+            if let Some(scheduled) = event.scheduled_at {
+                let late = event.published_at.duration_since(scheduled);
+                state.metrics.observe_rotation_lateness(late.as_secs_f64());
+            }
+            state.record_rotation(rotation_of(event));
+        });
     }
     let result = refresher.run(shutdown).await;
     if let Some(api) = api {
@@ -87,6 +126,42 @@ pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
     tracing::info!("stopped");
     Ok(())
 }
+
+/// The usage ledger's limits for `token_paths` projected tokens of `pods` pods. Up to the
+/// default number of paths the defaults hold. Beyond, every path keeps a history (none is
+/// forgotten and re-learnt on every rotation) and every pod can be a client, while the replaced
+/// tokens remembered per path shrink so that all of them stay within about
+/// [`REPLACED_TOKENS_BUDGET`] (some 465 bytes each): 4 per path at 10,000 paths. A client still
+/// using a token is caught at its first use after the rotation; one idle for more than that many
+/// rotations and then using its old token is no longer recognised as superseded.
+fn ledger_limits(token_paths: usize, pods: usize) -> LedgerLimits {
+    let defaults = LedgerLimits::default();
+    if token_paths <= defaults.paths {
+        return defaults;
+    }
+    let clients = defaults.clients.max(pods);
+    LedgerLimits {
+        paths: token_paths,
+        clients,
+        replaced_tokens_per_path: (REPLACED_TOKENS_BUDGET / token_paths).clamp(
+            MIN_REPLACED_TOKENS_PER_PATH,
+            defaults.replaced_tokens_per_path,
+        ),
+        // The report's token spans share a budget too: the defaults' 4096 clients x 64.
+        tokens_per_client: (defaults.clients * defaults.tokens_per_client / clients)
+            .clamp(MIN_TOKENS_PER_CLIENT, defaults.tokens_per_client),
+        ..defaults
+    }
+}
+
+/// Token spans kept per client at the least, however many pods: enough for a timeline of the
+/// last few reloads.
+const MIN_TOKENS_PER_CLIENT: usize = 8;
+
+/// Replaced tokens the ledger may remember in all when it is sized beyond its defaults (~19 MiB).
+const REPLACED_TOKENS_BUDGET: usize = 40_960;
+/// Fewer than this and a client idle for a rotation or two is no longer recognised.
+const MIN_REPLACED_TOKENS_PER_PATH: usize = 4;
 
 /// Fails a token request while the API is in a simulated outage, with the time left as the
 /// `Retry-After`.
@@ -113,38 +188,36 @@ fn outage_check(
 /// lifetime of the tokens it mints.
 struct EmulatorProjector {
     control: tokio::sync::mpsc::UnboundedSender<Control>,
-    pods: Vec<ProjectedPod>,
+    pods: ProjectedPods,
     lifetime: LifetimeOverride,
 }
 
 impl Projector for EmulatorProjector {
     fn pods(&self) -> Vec<ProjectedPod> {
-        self.pods.clone()
+        self.pods.pods.clone()
     }
 
     fn rotate(&self, pod: Option<(&str, &str)>) -> Option<Vec<ProjectedVolumeRef>> {
-        let chosen = |p: &&ProjectedPod| {
-            pod.is_none_or(|(namespace, name)| p.namespace == namespace && p.name == name)
-        };
-        let matching: Vec<&ProjectedPod> = self.pods.iter().filter(chosen).collect();
-        if pod.is_some() && matching.is_empty() {
-            return None;
-        }
-        let control = match pod {
-            None => Control::RefreshAll,
-            Some((namespace, name)) => Control::RefreshPod {
-                namespace: namespace.to_owned(),
-                name: name.to_owned(),
-            },
+        let (control, volumes) = match pod {
+            None => (
+                Control::RefreshAll,
+                self.pods
+                    .pods
+                    .iter()
+                    .flat_map(|p| p.volumes.iter().cloned())
+                    .collect(),
+            ),
+            Some((namespace, name)) => (
+                Control::RefreshPod {
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                },
+                self.pods.get(namespace, name)?.volumes.clone(),
+            ),
         };
         // The refresher is gone only while the process stops; nothing to rotate then.
         let _ = self.control.send(control);
-        Some(
-            matching
-                .into_iter()
-                .flat_map(|p| p.volumes.clone())
-                .collect(),
-        )
+        Some(volumes)
     }
 
     fn lifetime(&self) -> Option<i64> {
@@ -156,36 +229,56 @@ impl Projector for EmulatorProjector {
     }
 }
 
-/// The projected pods and their volumes, in the order of the volumes.
-fn projected_pods(volumes: &[ProjectedVolume]) -> Vec<ProjectedPod> {
-    let mut pods: Vec<ProjectedPod> = Vec::new();
-    for volume in volumes {
-        let reference = ProjectedVolumeRef {
-            namespace: volume.pod.namespace.clone(),
-            pod: volume.pod.name.clone(),
-            volume: volume.plan.name.clone(),
-            dir: volume.writer.target_dir().display().to_string(),
-        };
-        match pods
-            .iter_mut()
-            .find(|p| p.namespace == volume.pod.namespace && p.name == volume.pod.name)
-        {
-            Some(pod) => pod.volumes.push(reference),
-            None => pods.push(ProjectedPod {
-                namespace: volume.pod.namespace.clone(),
-                name: volume.pod.name.clone(),
-                uid: volume.pod.uid.clone(),
-                volumes: vec![reference],
-            }),
-        }
-    }
-    pods
+/// The projected pods and their volumes, in the order of the volumes, found by
+/// `namespace/name` in O(1) (`ctl rotate --pod` among 10,000 pods).
+struct ProjectedPods {
+    pods: Vec<ProjectedPod>,
+    index: HashMap<(String, String), usize>,
 }
 
-/// The ledger's view of a rotation published at `at`.
-fn rotation_of(event: &RotationEvent, at: jiff::Timestamp) -> Rotation {
+impl ProjectedPods {
+    fn new(volumes: &[ProjectedVolume]) -> Self {
+        let mut pods: Vec<ProjectedPod> = Vec::new();
+        let mut index: HashMap<(String, String), usize> = HashMap::new();
+        for volume in volumes {
+            let reference = ProjectedVolumeRef {
+                namespace: volume.pod.namespace.clone(),
+                pod: volume.pod.name.clone(),
+                volume: volume.plan.name.clone(),
+                dir: volume.writer.target_dir().display().to_string(),
+            };
+            let key = (volume.pod.namespace.clone(), volume.pod.name.clone());
+            match index.get(&key) {
+                Some(&at) => pods[at].volumes.push(reference),
+                None => {
+                    index.insert(key, pods.len());
+                    pods.push(ProjectedPod {
+                        namespace: volume.pod.namespace.clone(),
+                        name: volume.pod.name.clone(),
+                        uid: volume.pod.uid.clone(),
+                        volumes: vec![reference],
+                    });
+                }
+            }
+        }
+        Self { pods, index }
+    }
+
+    fn get(&self, namespace: &str, name: &str) -> Option<&ProjectedPod> {
+        self.index
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .map(|&at| &self.pods[at])
+    }
+
+    fn len(&self) -> usize {
+        self.pods.len()
+    }
+}
+
+/// The ledger's view of a rotation.
+fn rotation_of(event: &RotationEvent) -> Rotation {
     Rotation {
-        at,
+        at: event.published_at,
         namespace: event.namespace.clone(),
         pod: event.pod.clone(),
         service_account: event.service_account.clone(),
@@ -227,19 +320,38 @@ fn print_summary(
     args: &EmulateArgs,
     loaded: &LoadedIssuer,
     volumes: &[ProjectedVolume],
+    pod_set: Option<&PodSet>,
     objects: &ObjectStore,
 ) {
     let mut out = String::from("projected-token emulate\n");
-    if let Some(first) = volumes.first() {
-        let pod = &first.pod;
-        let sa_uid = objects
-            .service_account(&pod.namespace, &pod.service_account)
-            .map(|sa| sa.uid.as_str())
-            .unwrap_or_default();
-        out.push_str(&format!(
-            "  pod:             {}/{} (uid {})\n  service account: {} (uid {})\n",
-            pod.namespace, pod.name, pod.uid, pod.service_account, sa_uid
-        ));
+    match (pod_set, volumes.first()) {
+        (Some(set), _) => {
+            let tokens: usize = volumes.iter().map(|v| v.plan.token_specs().count()).sum();
+            out.push_str(&format!(
+                "  pods:            {} from {} ({} file(s); {} skipped: no projected volume)\n",
+                set.pods,
+                args.pods.as_deref().unwrap_or(Path::new("")).display(),
+                set.files,
+                set.skipped.len()
+            ));
+            out.push_str(&format!(
+                "  volumes:         {} ({tokens} tokens) in {}/<namespace>/<pod-name>/<volume-name>/\n",
+                volumes.len(),
+                args.dir.display()
+            ));
+        }
+        (None, Some(first)) => {
+            let pod = &first.pod;
+            let sa_uid = objects
+                .service_account(&pod.namespace, &pod.service_account)
+                .map(|sa| sa.uid.as_str())
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "  pod:             {}/{} (uid {})\n  service account: {} (uid {})\n",
+                pod.namespace, pod.name, pod.uid, pod.service_account, sa_uid
+            ));
+        }
+        (None, None) => {}
     }
     out.push_str(&format!(
         "  issuer:          {} (key {} {})\n",
@@ -252,23 +364,37 @@ fn print_summary(
             "  lifetimes:       compressed to {seconds} s (emulator only)\n"
         ));
     }
-    for volume in volumes {
-        out.push_str(&format!(
-            "  volume:          {} -> {}\n",
-            volume.plan.name,
-            volume.writer.target_dir().display()
-        ));
+    // Thousands of pods: their volumes are in `ctl status`, not here.
+    if pod_set.is_none() {
+        for volume in volumes {
+            out.push_str(&format!(
+                "  volume:          {} -> {}\n",
+                volume.plan.name,
+                volume.writer.target_dir().display()
+            ));
+        }
     }
     print!("{out}");
 }
 
-fn plan_volumes(
-    args: &EmulateArgs,
-    data: &DataSources,
-) -> Result<Vec<ProjectedVolume>, CommandError> {
+/// What `--pod`, `--pods` or the identity flags give to project.
+struct Planned {
+    volumes: Vec<ProjectedVolume>,
+    /// With `--pods`: what was read.
+    pod_set: Option<PodSet>,
+}
+
+fn plan_volumes(args: &EmulateArgs, data: &DataSources) -> Result<Planned, CommandError> {
     let fsync = !args.writing.no_fsync;
-    match &args.pod {
-        Some(path) => pod_volumes(&args.dir, path, data, fsync, true),
+    if let Some(path) = &args.pods {
+        let mut set = pods_volumes(&args.dir, path, data, fsync)?;
+        return Ok(Planned {
+            volumes: std::mem::take(&mut set.volumes),
+            pod_set: Some(set),
+        });
+    }
+    let volumes = match &args.pod {
+        Some(path) => pod_volumes(&args.dir, path, data, fsync, true)?,
         None => {
             let info = PodInfo {
                 namespace: args.namespace.clone(),
@@ -285,7 +411,54 @@ fn plan_volumes(
                 info,
                 data,
                 fsync,
-            )
+            )?
         }
+    };
+    Ok(Planned {
+        volumes,
+        pod_set: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ledger_limits_grow_with_the_pods_and_share_one_budget() {
+        let defaults = LedgerLimits::default();
+        let small = ledger_limits(1, 1);
+        assert_eq!(
+            (small.paths, small.clients, small.replaced_tokens_per_path),
+            (
+                defaults.paths,
+                defaults.clients,
+                defaults.replaced_tokens_per_path
+            )
+        );
+        let at_default = ledger_limits(defaults.paths, defaults.paths);
+        assert_eq!(at_default.paths, defaults.paths);
+        let large = ledger_limits(10_000, 10_000);
+        assert_eq!(large.paths, 10_000);
+        assert_eq!(large.clients, 10_000);
+        assert_eq!(large.replaced_tokens_per_path, 4);
+        assert_eq!(large.tokens_per_client, 26);
+        assert!(
+            large.clients * large.tokens_per_client
+                <= defaults.clients * defaults.tokens_per_client
+        );
+        assert_eq!(ledger_limits(1_000_000, 1_000_000).tokens_per_client, 8);
+        assert!(large.paths * large.replaced_tokens_per_path <= REPLACED_TOKENS_BUDGET);
+        let mid = ledger_limits(5_000, 2_000);
+        assert_eq!(mid.paths, 5_000);
+        assert_eq!(mid.clients, defaults.clients, "never below the default");
+        assert_eq!(mid.replaced_tokens_per_path, 8);
+        assert_eq!(ledger_limits(1_000_000, 1).replaced_tokens_per_path, 4);
+        // Limits that are not about scale stay the defaults.
+        assert_eq!(mid.tokens_per_client, defaults.tokens_per_client);
+        assert_eq!(
+            large.recent_uses_per_client,
+            defaults.recent_uses_per_client
+        );
     }
 }

@@ -4,6 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use super::setup::{key_ring, load_issuer, load_objects, start_api};
 use super::{shutdown_signal, CommandError};
+use crate::apiserver::ledger::LedgerLimits;
 use crate::cli::ServeArgs;
 use crate::clock::{Clock, SystemClock};
 
@@ -13,7 +14,15 @@ pub async fn run(args: ServeArgs) -> Result<(), CommandError> {
     let objects = Arc::new(Mutex::new(load_objects(&args.server)?));
     let keys = key_ring(&loaded)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let api = start_api(&loaded, keys, objects, clock, &args.server).await?;
+    let api = start_api(
+        &loaded,
+        keys,
+        objects,
+        clock,
+        &args.server,
+        LedgerLimits::default(),
+    )
+    .await?;
     print_api_summary(&api);
     shutdown.await;
     api.shutdown().await;

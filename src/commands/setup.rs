@@ -13,7 +13,7 @@ use base64::Engine as _;
 use super::CommandError;
 use crate::apiserver::audit::AuditLog;
 use crate::apiserver::authn::{Authenticator, MASTERS_GROUP};
-use crate::apiserver::ledger::Ledger;
+use crate::apiserver::ledger::{Ledger, LedgerLimits};
 use crate::apiserver::metrics::Metrics;
 use crate::apiserver::outage::{Outage, OutageMode, OutageSwitch};
 use crate::apiserver::server::{router, ApiState};
@@ -181,12 +181,14 @@ impl RunningApi {
 }
 
 /// Binds every `--listen` address, then serves the API on each until [`RunningApi::shutdown`].
+/// `ledger_limits`: how much the usage ledger remembers (`emulate` sizes it to its pods).
 pub async fn start_api(
     loaded: &LoadedIssuer,
     keys: Arc<KeyRing>,
     objects: Arc<Mutex<ObjectStore>>,
     clock: Arc<dyn Clock>,
     args: &ServerArgs,
+    ledger_limits: LedgerLimits,
 ) -> Result<RunningApi, CommandError> {
     let mut listeners = Vec::new();
     for addr in &args.listen {
@@ -262,7 +264,7 @@ pub async fn start_api(
         allow_any_token_request: args.allow_any_token_request,
         clock,
         jwks_uri: format!("{public_url}/openid/v1/jwks"),
-        ledger: Mutex::new(Ledger::new()),
+        ledger: Mutex::new(Ledger::with_limits(ledger_limits)),
         metrics: Metrics::new(),
         audit,
         outage: OutageSwitch::new(),

@@ -35,15 +35,12 @@ pub async fn run(args: SidecarArgs) -> Result<(), CommandError> {
         .or_else(|| connection.namespace.clone())
         .unwrap_or_else(|| "default".to_owned());
     let data = DataSources {
-        root_ca: ca_pem,
+        root_ca: ca_pem.into(),
         configmaps: load_named_dirs("--configmap", &args.writing.configmaps)?,
         secrets: load_named_dirs("--secret", &args.writing.secrets)?,
     };
     let mut volumes = plan(&args, &namespace, &data)?;
-    let is_root = rustix::process::geteuid().is_root();
-    for volume in &mut volumes {
-        drop_ownership_unless_root(volume, is_root);
-    }
+    drop_ownership_unless_root(&mut volumes);
     recover_volumes(&volumes)?;
     let hooks = Arc::new(HookRunner::new(hooks(&args)?, client.clone()));
     let dirs: Vec<_> = volumes
@@ -65,6 +62,7 @@ pub async fn run(args: SidecarArgs) -> Result<(), CommandError> {
         return refresher
             .project_once()
             .await
+            .map(|_written| ())
             .map_err(|e| CommandError::failure(e.to_string()));
     }
 

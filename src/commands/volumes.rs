@@ -1,15 +1,17 @@
-//! Volumes from flags or a Pod manifest, shared by `emulate` and `sidecar`: planning, ownership,
-//! crash recovery at start, and the rotation log line.
+//! Volumes from flags, a Pod manifest or (`emulate --pods`) a directory of them, shared by
+//! `emulate` and `sidecar`: planning, ownership, crash recovery at start, and the rotation log line.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::ProjectedVolumeSource;
+use k8s_openapi::api::core::v1::{Pod, ProjectedVolumeSource};
 
 use super::setup::read_text;
 use super::CommandError;
+use crate::projection::pods::{has_projected_volume, parse_pod_documents, pod_dir, PodRegistry};
 use crate::projection::spec::{
-    parse_pod_manifest, plan_pod_volumes, plan_volume, DataSources, PlannedFile, PodInfo,
+    parse_pod_manifest, plan_pod_volumes, plan_volume, DataSources, NamedData, PlannedFile,
+    PodInfo, SpecError,
 };
 use crate::projection::{AtomicWriter, WriterOptions};
 use crate::refresher::{ProjectedVolume, RotationEvent};
@@ -19,7 +21,7 @@ use crate::refresher::{ProjectedVolume, RotationEvent};
 pub fn load_named_dirs(
     flag: &str,
     pairs: &[String],
-) -> Result<BTreeMap<String, BTreeMap<String, Vec<u8>>>, CommandError> {
+) -> Result<BTreeMap<String, NamedData>, CommandError> {
     let mut out = BTreeMap::new();
     for pair in pairs {
         let Some((name, dir)) = pair
@@ -43,7 +45,7 @@ pub fn load_named_dirs(
             let bytes = std::fs::read(entry.path()).map_err(|e| {
                 CommandError::usage(format!("{flag} {name}={dir}: {file_name}: {e}"))
             })?;
-            files.insert(file_name, bytes);
+            files.insert(file_name, bytes.into());
         }
         out.insert(name.to_owned(), files);
     }
@@ -68,7 +70,19 @@ pub fn pod_volumes(
     if info.uid.is_empty() && invent_uid {
         info.uid = uuid::Uuid::new_v4().to_string();
     }
-    let plans = plan_pod_volumes(&pod, &info, data).map_err(|e| usage(&e))?;
+    volumes_of_pod(dir, &pod, info, data, fsync).map_err(|e| usage(&e))
+}
+
+/// Plans every projected volume of `pod` into `dir/<volume-name>/`: what `--pod` and `--pods`
+/// share.
+fn volumes_of_pod(
+    dir: &Path,
+    pod: &Pod,
+    info: PodInfo,
+    data: &DataSources,
+    fsync: bool,
+) -> Result<Vec<ProjectedVolume>, SpecError> {
+    let plans = plan_pod_volumes(pod, &info, data)?;
     Ok(plans
         .into_iter()
         .map(|plan| ProjectedVolume {
@@ -83,6 +97,104 @@ pub fn pod_volumes(
             plan,
         })
         .collect())
+}
+
+/// The volumes of every pod of `--pods PATH`, and what was read to plan them.
+#[derive(Debug)]
+pub struct PodSet {
+    pub volumes: Vec<ProjectedVolume>,
+    pub files: usize,
+    pub pods: usize,
+    /// Pods without a projected volume, by where they are (`FILE document N`).
+    pub skipped: Vec<String>,
+}
+
+/// The manifest files of `--pods PATH`: PATH itself when it is a file, else its `*.yaml`,
+/// `*.yml` and `*.json` files (not hidden, not in sub-directories), in name order.
+pub fn pod_manifest_files(path: &Path) -> Result<Vec<PathBuf>, CommandError> {
+    let flag =
+        |e: &dyn std::fmt::Display| CommandError::usage(format!("--pods {}: {e}", path.display()));
+    let meta = std::fs::metadata(path).map_err(|e| flag(&e))?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(|e| flag(&e))? {
+        let entry = entry.map_err(|e| flag(&e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let manifest = [".yaml", ".yml", ".json"]
+            .iter()
+            .any(|ext| name.to_ascii_lowercase().ends_with(ext));
+        // `is_file` follows symbolic links, so a mounted config map's visible names count.
+        if manifest && !name.starts_with('.') && entry.path().is_file() {
+            files.push(entry.path());
+        }
+    }
+    if files.is_empty() {
+        return Err(flag(&"no *.yaml, *.yml or *.json file in this directory: put Pod manifests there (one pod per file, or several separated by ---)"));
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Pods without a projected volume warned about one by one; the rest are only counted.
+const SKIPPED_WARNINGS: usize = 20;
+
+/// Plans every pod of `--pods PATH`: pod `namespace/name`'s volumes go to
+/// `dir/<namespace>/<name>/<volume-name>/`. A pod without a uid gets a random one. A pod with no
+/// projected volume is skipped with a warning, as a kubelet has nothing to project for it
+/// (`automountServiceAccountToken: false`); no pod at all with one is an error.
+pub fn pods_volumes(
+    dir: &Path,
+    path: &Path,
+    data: &DataSources,
+    fsync: bool,
+) -> Result<PodSet, CommandError> {
+    let files = pod_manifest_files(path)?;
+    let mut registry = PodRegistry::default();
+    let mut set = PodSet {
+        volumes: Vec::new(),
+        files: files.len(),
+        pods: 0,
+        skipped: Vec::new(),
+    };
+    for file in &files {
+        let text = read_text("--pods", file)?;
+        let documents = parse_pod_documents(&text)
+            .map_err(|e| CommandError::usage(format!("--pods {}: {e}", file.display())))?;
+        for document in documents {
+            let origin = format!("{} {}", file.display(), document.position());
+            let usage =
+                |e: &dyn std::fmt::Display| CommandError::usage(format!("--pods {origin}: {e}"));
+            let mut info = PodInfo::from_pod(&document.pod).map_err(|e| usage(&e))?;
+            registry.admit(&origin, &info).map_err(|e| usage(&e))?;
+            if !has_projected_volume(&document.pod) {
+                if set.skipped.len() < SKIPPED_WARNINGS {
+                    tracing::warn!(pod = %format!("{}/{}", info.namespace, info.name), at = %origin, "skipped: the pod has no projected volume (nothing to project)");
+                }
+                set.skipped.push(origin);
+                continue;
+            }
+            if info.uid.is_empty() {
+                info.uid = uuid::Uuid::new_v4().to_string();
+            }
+            let pod_dir = pod_dir(dir, &info.namespace, &info.name);
+            let volumes = volumes_of_pod(&pod_dir, &document.pod, info, data, fsync)
+                .map_err(|e| usage(&e))?;
+            set.volumes.extend(volumes);
+            set.pods += 1;
+        }
+    }
+    if set.volumes.is_empty() {
+        return Err(CommandError::usage(format!(
+            "--pods {}: no pod with a projected volume in {} file(s) ({} pod(s) without one): add a projected volume (e.g. the kube-api-access volume) to the pods' spec.volumes",
+            path.display(),
+            files.len(),
+            set.skipped.len()
+        )));
+    }
+    Ok(set)
 }
 
 /// One volume of `source` straight into `dir`.
@@ -126,36 +238,45 @@ pub fn recover_volumes(volumes: &[ProjectedVolume]) -> Result<(), CommandError> 
 }
 
 /// chown needs root (or the target ids to be our own): outside root, keep the modes the kubelet
-/// would use but skip ownership rather than fail, and say so.
-pub fn drop_ownership_unless_root(volume: &mut ProjectedVolume, is_root: bool) {
-    if is_root {
+/// would use but skip ownership rather than fail, and say so (once, however many volumes).
+pub fn drop_ownership_unless_root(volumes: &mut [ProjectedVolume]) {
+    if rustix::process::geteuid().is_root() {
         return;
     }
     let own_uid = rustix::process::geteuid().as_raw();
-    let mut dropped = false;
-    for file in &mut volume.plan.files {
-        if let PlannedFile::Token(spec) = file {
-            if spec.fs_user.is_some_and(|user| user != own_uid) {
-                spec.fs_user = None;
-                dropped = true;
+    let mut dropped: Vec<&str> = Vec::new();
+    for volume in volumes.iter_mut() {
+        let mut changed = false;
+        for file in &mut volume.plan.files {
+            if let PlannedFile::Token(spec) = file {
+                if spec.fs_user.is_some_and(|user| user != own_uid) {
+                    spec.fs_user = None;
+                    changed = true;
+                }
             }
         }
+        if volume.plan.fs_group.is_some() {
+            changed = true;
+            let options = WriterOptions {
+                fs_group: None,
+                ..volume.writer.options()
+            };
+            volume.writer = AtomicWriter::new(volume.writer.target_dir().to_path_buf(), options);
+        }
+        if changed {
+            dropped.push(&volume.plan.name);
+        }
     }
-    let options = WriterOptions {
-        fs_group: None,
-        ..WriterOptions::default()
-    };
-    if volume.plan.fs_group.is_some() {
-        dropped = true;
-        volume.writer = AtomicWriter::new(volume.writer.target_dir().to_path_buf(), options);
-    }
-    if dropped {
-        tracing::warn!(volume = %volume.plan.name, "not running as root: fsGroup/runAsUser ownership is not applied (file modes still are)");
+    if let Some(first) = dropped.first() {
+        tracing::warn!(volume = %first, volumes = dropped.len(), "not running as root: fsGroup/runAsUser ownership is not applied (file modes still are)");
     }
 }
 
 pub fn log_rotation(event: &RotationEvent) {
     let fmt = |t: Option<jiff::Timestamp>| t.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
+    // When it was due and how late, to the microsecond (the scale benchmark reads them); a first
+    // write has no schedule, and a field that is `None` is left out of the line.
+    let scheduled = event.scheduled_at;
     tracing::info!(
         volume = %event.volume,
         dir = %event.dir.display(),
@@ -165,6 +286,31 @@ pub fn log_rotation(event: &RotationEvent) {
         exp = %fmt(event.expires_at),
         warnafter = %fmt(event.warn_after),
         next_refresh = %event.next_refresh,
+        scheduled_at = scheduled.map(tracing::field::display),
+        late_ms = scheduled.map(|at| lateness_ms(at, event.published_at)),
         "token rotated"
     );
+}
+
+/// Milliseconds from `scheduled` to `published`, with microsecond precision.
+pub fn lateness_ms(scheduled: jiff::Timestamp, published: jiff::Timestamp) -> f64 {
+    let micros = published.duration_since(scheduled).as_micros();
+    // i128 microseconds to f64: exact for any lateness below 285 years.
+    micros as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lateness_is_in_milliseconds_to_the_microsecond() {
+        let due = jiff::Timestamp::from_second(1_700_000_000).unwrap();
+        let at = |micros: i64| due + jiff::SignedDuration::from_micros(micros);
+        assert_eq!(lateness_ms(due, at(1_500)), 1.5);
+        assert_eq!(lateness_ms(due, at(2)), 0.002);
+        assert_eq!(lateness_ms(due, at(61_000_000)), 61_000.0);
+        // Published before its time (a control's "now" rounding): negative, not hidden.
+        assert_eq!(lateness_ms(due, at(-250)), -0.25);
+    }
 }

@@ -158,6 +158,10 @@ impl AtomicWriter {
         &self.target_dir
     }
 
+    pub fn options(&self) -> WriterOptions {
+        self.options
+    }
+
     /// Creates the target directory if missing and cleans what a crash left behind.
     ///
     /// Removes a staging `..data_tmp`, version directories `..data` does not point to, a dangling
@@ -620,7 +624,7 @@ fn payload_changed(clean: &CleanPayload<'_>, old_path: &Path) -> Result<bool, Wr
             Err(e) => return Err(io_err("stat", &path)(e)),
         }
         let on_disk = fs::read(&path).map_err(io_err("read", &path))?;
-        if on_disk != projection.data {
+        if *on_disk != *projection.data {
             return Ok(true);
         }
     }

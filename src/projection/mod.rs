@@ -4,6 +4,7 @@
 pub mod atomic_writer;
 pub mod paths;
 pub mod payload;
+pub mod pods;
 pub mod spec;
 
 pub use atomic_writer::{AtomicWriter, RecoveryReport, WriteError, WriteOutcome, WriterOptions};

@@ -5,6 +5,7 @@
 //! requests ([`TokenFileSpec`]) that a token source fills in at write time.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{
     DownwardAPIVolumeFile, KeyToPath, Pod, ProjectedVolumeSource, VolumeProjection,
@@ -140,13 +141,16 @@ fn fs_user_from(pod: &Pod) -> Result<Option<u32>, SpecError> {
 /// Data the non-token sources read: config maps, secrets (name -> key -> bytes) and the root CA.
 #[derive(Debug, Clone, Default)]
 pub struct DataSources {
-    pub root_ca: Vec<u8>,
-    pub configmaps: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
-    pub secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    pub root_ca: Arc<[u8]>,
+    pub configmaps: BTreeMap<String, NamedData>,
+    pub secrets: BTreeMap<String, NamedData>,
 }
 
+/// A config map's or secret's data: key -> bytes (shared by every volume that projects it).
+pub type NamedData = BTreeMap<String, Arc<[u8]>>;
+
 impl DataSources {
-    fn configmap(&self, name: &str) -> Option<BTreeMap<String, Vec<u8>>> {
+    fn configmap(&self, name: &str) -> Option<NamedData> {
         match self.configmaps.get(name) {
             Some(data) => Some(data.clone()),
             // kube-controller-manager publishes the root CA into every namespace.
@@ -209,7 +213,7 @@ impl VolumePlan {
                     payload.insert(
                         spec.path.clone(),
                         FileProjection {
-                            data: token.as_ref().to_vec(),
+                            data: token.as_ref().into(),
                             mode: spec.mode,
                             fs_user: spec.fs_user,
                         },
@@ -445,7 +449,7 @@ fn plan_keyed(
     kind: &str,
     flag: &str,
     name: &str,
-    found: Option<&BTreeMap<String, Vec<u8>>>,
+    found: Option<&NamedData>,
     items: Option<&[KeyToPath]>,
     optional: bool,
     default_mode: u32,
@@ -525,7 +529,7 @@ fn plan_downward_item(
             ),
         )
     })?;
-    Ok(static_file(&item.path, value.into_bytes(), mode))
+    Ok(static_file(&item.path, value.into_bytes().into(), mode))
 }
 
 /// The value of a downward API field path, formatted as the kubelet writes it.
@@ -595,7 +599,7 @@ fn go_quote(value: &str) -> String {
     out
 }
 
-fn static_file(path: &str, data: Vec<u8>, mode: u32) -> PlannedFile {
+fn static_file(path: &str, data: Arc<[u8]>, mode: u32) -> PlannedFile {
     PlannedFile::Static {
         path: path.to_owned(),
         file: FileProjection {
@@ -664,17 +668,17 @@ mod tests {
 
     fn data() -> DataSources {
         DataSources {
-            root_ca: b"ROOT CA PEM".to_vec(),
+            root_ca: b"ROOT CA PEM".as_slice().into(),
             configmaps: BTreeMap::from([(
                 "settings".to_owned(),
                 BTreeMap::from([
-                    ("a.conf".to_owned(), b"A".to_vec()),
-                    ("b.conf".to_owned(), b"B".to_vec()),
+                    ("a.conf".to_owned(), b"A".as_slice().into()),
+                    ("b.conf".to_owned(), b"B".as_slice().into()),
                 ]),
             )]),
             secrets: BTreeMap::from([(
                 "creds".to_owned(),
-                BTreeMap::from([("password".to_owned(), b"hunter2".to_vec())]),
+                BTreeMap::from([("password".to_owned(), b"hunter2".as_slice().into())]),
             )]),
         }
     }
@@ -748,9 +752,9 @@ spec:
         assert_eq!(token.audience, None);
         assert_eq!(token.mode, 0o644);
         let payload = default.payload(&[Some("TOKEN")]).unwrap();
-        assert_eq!(payload["token"].data, b"TOKEN");
-        assert_eq!(payload["ca.crt"].data, b"ROOT CA PEM");
-        assert_eq!(payload["namespace"].data, b"team-a");
+        assert_eq!(payload["token"].data[..], b"TOKEN"[..]);
+        assert_eq!(payload["ca.crt"].data[..], b"ROOT CA PEM"[..]);
+        assert_eq!(payload["namespace"].data[..], b"team-a"[..]);
         assert!(payload.values().all(|f| f.mode == 0o644));
 
         // YAML octal literals mean octal, as Kubernetes reads them.

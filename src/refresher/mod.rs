@@ -1,12 +1,14 @@
 //! The refresher: one deadline queue for every token of every volume, as the kubelet's token
 //! manager plus volume reconciler would act, without a thread or timer per token.
 //!
-//! The loop sleeps until the earliest deadline, refreshes every token that is due, rewrites the
-//! volumes those tokens belong to (whole, through the atomic writer), and schedules each token's
-//! next refresh by the kubelet's rule with a fresh jitter.
+//! The loop sleeps until the earliest deadline, takes every token that is due (in deadline order,
+//! [`MAX_IN_FLIGHT`] volumes at a time: request, then rewrite the volume whole through the atomic
+//! writer on a blocking thread), and schedules each token's next refresh by the kubelet's rule
+//! with a fresh jitter (anywhere in the kubelet's range, not only its whole seconds). Every queue
+//! operation is O(log n); there is no task or timer per token.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,9 +20,12 @@ use crate::clock::Clock;
 use crate::projection::spec::{PodInfo, VolumePlan};
 use crate::projection::{AtomicWriter, WriteOutcome};
 use crate::source::{BoundPod, SourceError, TokenGrant, TokenRequest, TokenSource};
-use crate::token::refresh::JITTER_STEPS;
 
 pub mod heal;
+mod jobs;
+
+pub use jobs::MAX_IN_FLIGHT;
+use jobs::{Done, Jobs, WriteResult};
 
 /// One projected volume of one pod, and where it is written.
 #[derive(Debug, Clone)]
@@ -51,6 +56,12 @@ pub struct RotationEvent {
     pub next_refresh: Timestamp,
     /// The timestamped directory the rotation published.
     pub data_dir: String,
+    /// When this token was due by its schedule (the refresh rule, or a request to rotate now);
+    /// `None` for a volume's first write. Retries after failures keep the first due time, so
+    /// `published_at - scheduled_at` is how late the rotation was, failures included.
+    pub scheduled_at: Option<Timestamp>,
+    /// When the write that published it finished (the `..data` swap).
+    pub published_at: Timestamp,
 }
 
 /// Why the refresher stopped with an error.
@@ -110,12 +121,24 @@ struct TokenSlot {
     /// bumps the generation, so an entry superseded by a later schedule is skipped when popped.
     next_due: Timestamp,
     generation: u64,
+    /// When the slot first came due since its last publication (see `RotationEvent::scheduled_at`).
+    due_since: Option<Timestamp>,
+    /// Due: to be requested when its volume's turn comes.
+    due: bool,
 }
 
 struct VolumeState {
     volume: ProjectedVolume,
     tokens: Vec<TokenSlot>,
     write_failures: u32,
+    /// Where this volume's tokens start on the status board (O(1) lookups with 10k volumes).
+    status_offset: usize,
+    /// A request or write of this volume is in flight: its next turn waits for the end of it.
+    busy: bool,
+    /// Waiting in the ready queue.
+    queued: bool,
+    /// Recover the layout before the next write (someone else changed it).
+    restore: bool,
 }
 
 type RotationHook = Box<dyn Fn(&RotationEvent) + Send + Sync>;
@@ -181,14 +204,19 @@ pub struct Refresher<S> {
     control_tx: tokio::sync::mpsc::UnboundedSender<Control>,
     control_rx: tokio::sync::mpsc::UnboundedReceiver<Control>,
     status: StatusBoard,
+    /// Tokens in all (the status board's length).
+    status_len: usize,
+    /// Spread the first refreshes (see [`Refresher::spread_start`]).
+    spread_start: bool,
 }
 
 impl<S: TokenSource> Refresher<S> {
     pub fn new(source: Arc<S>, clock: Arc<dyn Clock>, volumes: Vec<ProjectedVolume>) -> Self {
+        let mut status_offset = 0;
         let volumes: Vec<VolumeState> = volumes
             .into_iter()
             .map(|volume| {
-                let tokens = volume
+                let mut tokens: Vec<TokenSlot> = volume
                     .plan
                     .token_specs()
                     .map(|spec| TokenSlot {
@@ -212,13 +240,24 @@ impl<S: TokenSource> Refresher<S> {
                         unpublished: false,
                         next_due: Timestamp::UNIX_EPOCH,
                         generation: 0,
+                        due_since: None,
+                        due: false,
                     })
                     .collect();
-                VolumeState {
+                // A volume has a token or two: `collect` reserves room for four (400 bytes
+                // each), 12 MB of nothing at 10,000 volumes.
+                tokens.shrink_to_fit();
+                let state = VolumeState {
                     volume,
-                    tokens,
                     write_failures: 0,
-                }
+                    status_offset,
+                    busy: false,
+                    queued: false,
+                    restore: false,
+                    tokens,
+                };
+                status_offset += state.tokens.len();
+                state
             })
             .collect();
         let status: Vec<TokenStatus> = volumes
@@ -242,6 +281,8 @@ impl<S: TokenSource> Refresher<S> {
             on_rotation: Vec::new(),
             control_tx,
             control_rx,
+            status_len: status.len(),
+            spread_start: false,
             status: Arc::new(std::sync::Mutex::new(status)),
         }
     }
@@ -258,11 +299,7 @@ impl<S: TokenSource> Refresher<S> {
 
     /// Index into the status board of one token.
     fn status_index(&self, volume_index: usize, token_index: usize) -> usize {
-        self.volumes[..volume_index]
-            .iter()
-            .map(|v| v.tokens.len())
-            .sum::<usize>()
-            + token_index
+        self.volumes[volume_index].status_offset + token_index
     }
 
     fn update_status(
@@ -286,6 +323,15 @@ impl<S: TokenSource> Refresher<S> {
         self
     }
 
+    /// Spreads each token's first refresh over the second half of the span before its
+    /// kubelet refresh time ([`crate::token::TokenLifetime::spread_refresh_at`]), for a mass start: thousands
+    /// of tokens written in the first seconds are otherwise all due again together, round after
+    /// round, more than the projector can write on time. Later refreshes follow the kubelet's rule.
+    pub fn spread_start(mut self) -> Self {
+        self.spread_start = true;
+        self
+    }
+
     /// Calls `hook` after every successful rotation.
     pub fn on_rotation(mut self, hook: impl Fn(&RotationEvent) + Send + Sync + 'static) -> Self {
         self.on_rotation.push(Box::new(hook));
@@ -293,176 +339,339 @@ impl<S: TokenSource> Refresher<S> {
     }
 
     /// Writes every volume once. A rejected request (a lifetime or binding the issuer refuses) is
-    /// an error here, since retrying cannot fix it; nothing is written for that volume.
-    pub async fn project_all(&mut self) -> Result<(), RefresherError> {
-        self.project(false).await
+    /// an error here, since retrying cannot fix it; nothing is written then.
+    pub async fn project_all(&mut self) -> Result<usize, RefresherError> {
+        let written = self.project(false, &mut std::future::pending()).await?;
+        Ok(written.unwrap_or_default())
     }
 
     /// Writes every volume once and fails on any failure, retryable or not (`--once`).
-    pub async fn project_once(&mut self) -> Result<(), RefresherError> {
-        self.project(true).await
+    pub async fn project_once(&mut self) -> Result<usize, RefresherError> {
+        let written = self.project(true, &mut std::future::pending()).await?;
+        Ok(written.unwrap_or_default())
     }
 
-    /// Requests every token at once, then writes each volume whose tokens are all in hand.
-    async fn project(&mut self, strict: bool) -> Result<(), RefresherError> {
-        let all: Vec<(usize, usize)> = (0..self.volumes.len())
-            .flat_map(|v| (0..self.volumes[v].tokens.len()).map(move |t| (v, t)))
-            .collect();
-        let results = self.refresh_batch(&all).await;
-        for (&(volume_index, token_index), result) in all.iter().zip(results) {
-            if let Err(err) = result {
-                if strict || matches!(err, SourceError::Rejected(_)) {
-                    let state = &self.volumes[volume_index];
-                    return Err(RefresherError::Rejected {
-                        volume: state.volume.plan.name.clone(),
-                        path: state.tokens[token_index].path.clone(),
-                        source: err,
-                    });
-                }
-            }
-        }
-        for volume_index in 0..self.volumes.len() {
-            self.write_volume(volume_index)
-                .await
-                .map_err(|message| RefresherError::Write {
-                    volume: self.volumes[volume_index].volume.plan.name.clone(),
-                    message,
-                })?;
-        }
-        Ok(())
-    }
-
-    fn handle_control(&mut self, control: Control) -> Option<usize> {
-        match control {
-            Control::RefreshAll => {
-                let now = self.clock.now();
-                for volume_index in 0..self.volumes.len() {
-                    for token_index in 0..self.volumes[volume_index].tokens.len() {
-                        self.schedule(volume_index, token_index, now);
-                    }
-                }
-                None
-            }
-            Control::RefreshPod { namespace, name } => {
-                let now = self.clock.now();
-                for volume_index in 0..self.volumes.len() {
-                    let pod = &self.volumes[volume_index].volume.pod;
-                    if pod.namespace == namespace && pod.name == name {
-                        for token_index in 0..self.volumes[volume_index].tokens.len() {
-                            self.schedule(volume_index, token_index, now);
-                        }
-                    }
-                }
-                None
-            }
-            // A volume whose last write failed already has a retry scheduled (with backoff) that
-            // rewrites it whole. Restoring it now would retry at once, and that failed write's
-            // own directory changes would ask again: a busy loop while the disk is full.
-            Control::Rewrite { volume } => self
-                .volumes
-                .get(volume)
-                .filter(|state| state.write_failures == 0)
-                .map(|_| volume),
-        }
-    }
-
-    /// Projects every volume, then keeps them fresh until `shutdown` completes. A write in
-    /// progress when `shutdown` fires is finished first, so no temporary directory is left.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), RefresherError> {
-        self.project_all().await?;
-        let mut shutdown = std::pin::pin!(shutdown);
+    /// Requests every token (a volume's tokens together, [`MAX_IN_FLIGHT`] volumes at once),
+    /// then writes each volume whose tokens are all in hand, as many at once. Returns how many
+    /// volumes were written, or `None` when `stop` completed first: requests still waiting are
+    /// abandoned, writes in progress finished (10,000 volumes on a slow disk take half a minute;
+    /// SIGTERM must not wait for all of them). `stop` is not polled again once it completed.
+    async fn project(
+        &mut self,
+        strict: bool,
+        stop: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Result<Option<usize>, RefresherError> {
+        let mut jobs = Jobs::default();
+        let mut pending = 0..self.volumes.len();
+        let mut first_error: Option<(usize, usize, SourceError)> = None;
         loop {
-            // Sleep until the earliest deadline (or forever when there is none), waking early
-            // for a control request or shutdown: no polling.
+            while jobs.has_room() {
+                let Some(volume_index) = pending.next() else {
+                    break;
+                };
+                let tokens = (0..self.volumes[volume_index].tokens.len()).collect();
+                self.request(&mut jobs, volume_index, tokens);
+            }
+            let done = tokio::select! {
+                done = jobs.next(self.clock.as_ref()) => done,
+                _ = &mut *stop => return Ok(None),
+            };
+            let Some(Done::Answers { volume, answers }) = done else {
+                break;
+            };
+            self.volumes[volume].busy = false;
+            for (token, answer) in answers {
+                if let Err(err) = self.record_answer(volume, token, answer) {
+                    let fatal = strict || matches!(err, SourceError::Rejected(_));
+                    let earlier = first_error
+                        .as_ref()
+                        .is_some_and(|(v, t, _)| (*v, *t) < (volume, token));
+                    if fatal && !earlier {
+                        first_error = Some((volume, token, err));
+                    }
+                }
+            }
+        }
+        if let Some((volume_index, token_index, err)) = first_error {
+            let state = &self.volumes[volume_index];
+            return Err(RefresherError::Rejected {
+                volume: state.volume.plan.name.clone(),
+                path: state.tokens[token_index].path.clone(),
+                source: err,
+            });
+        }
+        let mut pending = 0..self.volumes.len();
+        let mut written = 0;
+        let mut failed: Option<RefresherError> = None;
+        let mut stopped = false;
+        loop {
+            // After a failure or `stop` nothing more is started; the writes in flight finish.
+            while jobs.has_room() && failed.is_none() && !stopped {
+                let Some(volume_index) = pending.next() else {
+                    break;
+                };
+                self.write(&mut jobs, volume_index);
+            }
+            let done = tokio::select! {
+                done = jobs.next(self.clock.as_ref()) => done,
+                _ = &mut *stop, if !stopped => {
+                    stopped = true;
+                    continue;
+                }
+            };
+            let Some(done) = done else {
+                break;
+            };
+            if let Done::Written {
+                volume, result, at, ..
+            } = done
+            {
+                match self.finish_write(volume, result, at) {
+                    Ok(true) => written += 1,
+                    Ok(false) => {}
+                    Err(message) => {
+                        failed.get_or_insert(RefresherError::Write {
+                            volume: self.volumes[volume].volume.plan.name.clone(),
+                            message,
+                        });
+                    }
+                }
+            }
+        }
+        match failed {
+            Some(err) => Err(err),
+            None => Ok((!stopped).then_some(written)),
+        }
+    }
+
+    /// Projects every volume, then keeps them fresh until `shutdown` completes. Tokens that
+    /// fall due are taken in deadline order, [`MAX_IN_FLIGHT`] volumes at a time; each volume is
+    /// requested, then written, while the others go on. On `shutdown`, requests waiting for their
+    /// answers are abandoned (nothing is written before they arrive) and writes in progress are
+    /// finished, so no temporary directory is left.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), RefresherError> {
+        let started = std::time::Instant::now();
+        let mut shutdown = std::pin::pin!(shutdown);
+        let Some(written) = self.project(false, &mut shutdown).await? else {
+            return Ok(()); // shut down during the first projection
+        };
+        tracing::info!(
+            volumes = self.volumes.len(),
+            written,
+            tokens = self.status_len,
+            elapsed_ms = started.elapsed().as_millis(),
+            "initial projection done"
+        );
+        let mut jobs = Jobs::default();
+        // Volumes with due tokens (or a layout to restore), in the order they fell due.
+        let mut ready: VecDeque<usize> = VecDeque::new();
+        let sleep = tokio::time::sleep(Duration::ZERO);
+        let mut sleep = std::pin::pin!(sleep);
+        loop {
+            self.collect_due(&mut ready);
+            while jobs.has_room() {
+                let Some(volume_index) = ready.pop_front() else {
+                    break;
+                };
+                self.start(&mut jobs, volume_index);
+            }
+            // Sleep until the earliest deadline (or until a job ends, a control request or
+            // shutdown comes): no polling.
             let wait = self
                 .queue
                 .peek()
                 .map(|Reverse((deadline, ..))| deadline.duration_since(self.clock.now()))
                 .map(|wait| Duration::try_from(wait).unwrap_or(Duration::ZERO));
-            let sleep = async {
-                match wait {
-                    Some(wait) => tokio::time::sleep(wait).await,
-                    None => std::future::pending().await,
-                }
-            };
+            if let Some(wait) = wait {
+                sleep.as_mut().reset(tokio::time::Instant::now() + wait);
+            }
             tokio::select! {
-                _ = sleep => {}
-                Some(control) = self.control_rx.recv() => {
-                    let mut rewrite = BTreeSet::new();
-                    rewrite.extend(self.handle_control(control));
-                    // Watchers send bursts (a swap is several events): take them all at once.
-                    while let Ok(control) = self.control_rx.try_recv() {
-                        rewrite.extend(self.handle_control(control));
-                    }
-                    for volume in rewrite {
-                        if let Err(message) = self.restore_volume(volume).await {
-                            tracing::error!(volume = %self.volumes[volume].volume.plan.name, error = %message, "restoring the layout failed");
+                _ = &mut shutdown => {
+                    jobs.abort_requests();
+                    while let Some(done) = jobs.next(self.clock.as_ref()).await {
+                        if let Done::Written { volume, result, at, .. } = done {
+                            let _ = self.finish_write(volume, result, at);
                         }
                     }
-                    continue;
+                    return Ok(());
                 }
-                _ = &mut shutdown => return Ok(()),
-            }
-            let now = self.clock.now();
-            let mut due = Vec::new();
-            while let Some(Reverse((deadline, volume, token, generation))) =
-                self.queue.peek().copied()
-            {
-                if deadline > now {
-                    break;
+                Some(done) = jobs.next(self.clock.as_ref()), if !jobs.is_empty() => {
+                    self.job_done(&mut jobs, &mut ready, done);
                 }
-                self.queue.pop();
-                if generation != self.volumes[volume].tokens[token].generation {
-                    continue; // superseded by a later schedule of the same token
+                Some(control) = self.control_rx.recv() => {
+                    self.handle_control(control, &mut ready);
+                    // Watchers send bursts (a swap is several events): take them all at once.
+                    while let Ok(control) = self.control_rx.try_recv() {
+                        self.handle_control(control, &mut ready);
+                    }
                 }
-                due.push((volume, token));
+                _ = &mut sleep, if wait.is_some() => {}
             }
-            // Failures are logged and rescheduled with backoff inside; the old tokens stay.
-            // Requests still waiting for their answers are abandoned on shutdown (nothing is
-            // written before the answers arrive); a write, below, is always finished.
-            tokio::select! {
-                _ = self.refresh_batch(&due) => {}
-                _ = &mut shutdown => return Ok(()),
+        }
+    }
+
+    /// Moves every token whose deadline has passed out of the queue and its volume into `ready`.
+    fn collect_due(&mut self, ready: &mut VecDeque<usize>) {
+        let now = self.clock.now();
+        while let Some(Reverse((deadline, volume, token, generation))) = self.queue.peek().copied()
+        {
+            if deadline > now {
+                break;
             }
-            let due_volumes: BTreeSet<usize> = due.iter().map(|(volume, _)| *volume).collect();
-            for volume in due_volumes {
-                if let Err(message) = self.write_volume(volume).await {
-                    tracing::error!(volume = %self.volumes[volume].volume.plan.name, error = %message, "write failed; retrying");
+            self.queue.pop();
+            let slot = &mut self.volumes[volume].tokens[token];
+            if generation != slot.generation {
+                continue; // superseded by a later schedule of the same token
+            }
+            slot.due = true;
+            slot.due_since.get_or_insert(deadline);
+            self.enqueue(ready, volume);
+        }
+    }
+
+    /// Puts a volume in line, unless it is already, or busy (its job's end puts it back).
+    fn enqueue(&mut self, ready: &mut VecDeque<usize>, volume_index: usize) {
+        let state = &mut self.volumes[volume_index];
+        if !state.busy && !state.queued {
+            state.queued = true;
+            ready.push_back(volume_index);
+        }
+    }
+
+    /// A volume's turn: request its due tokens, or (nothing due) restore its layout.
+    fn start(&mut self, jobs: &mut Jobs, volume_index: usize) {
+        let state = &mut self.volumes[volume_index];
+        state.queued = false;
+        let due: Vec<usize> = state
+            .tokens
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(index, slot)| std::mem::take(&mut slot.due).then_some(index))
+            .collect();
+        if !due.is_empty() {
+            self.request(jobs, volume_index, due);
+        } else if state.restore {
+            self.write(jobs, volume_index);
+        }
+    }
+
+    fn request(&mut self, jobs: &mut Jobs, volume_index: usize, tokens: Vec<usize>) {
+        let state = &mut self.volumes[volume_index];
+        state.busy = true;
+        let requests = tokens
+            .into_iter()
+            .map(|token| (token, state.tokens[token].request.clone()))
+            .collect();
+        jobs.request(&self.source, volume_index, requests);
+    }
+
+    /// Writes one volume whole from the current grants, on a blocking thread; nothing when a
+    /// token is still missing (its retry writes the volume).
+    fn write(&mut self, jobs: &mut Jobs, volume_index: usize) {
+        let state = &mut self.volumes[volume_index];
+        let tokens: Vec<Option<&str>> = state
+            .tokens
+            .iter()
+            .map(|slot| slot.grant.as_ref().map(|g| g.token.as_str()))
+            .collect();
+        let Some(payload) = state.volume.plan.payload(&tokens) else {
+            state.busy = false;
+            return;
+        };
+        state.busy = true;
+        let restore = std::mem::take(&mut state.restore);
+        let writer = state.volume.writer.clone();
+        jobs.write(volume_index, restore, self.clock.clone(), move || {
+            let report = match restore {
+                true => Some(writer.recover().map_err(|e| e.to_string())?),
+                false => None,
+            };
+            let outcome = writer.write(&payload).map_err(|e| e.to_string())?;
+            Ok((report, outcome))
+        });
+    }
+
+    /// Takes a finished job's results; a volume whose request ended goes on to its write.
+    fn job_done(&mut self, jobs: &mut Jobs, ready: &mut VecDeque<usize>, done: Done) {
+        let volume_index = match done {
+            Done::Answers { volume, answers } => {
+                for (token, answer) in answers {
+                    // Failures are logged and rescheduled with backoff inside; old tokens stay.
+                    let _ = self.record_answer(volume, token, answer);
+                }
+                let state = &self.volumes[volume];
+                if state.restore || state.tokens.iter().any(|slot| slot.unpublished) {
+                    self.write(jobs, volume);
+                } else {
+                    self.volumes[volume].busy = false;
+                }
+                volume
+            }
+            Done::Written {
+                volume,
+                restored,
+                result,
+                at,
+            } => {
+                if let Err(message) = self.finish_write(volume, result, at) {
+                    let what = if restored {
+                        "restoring the layout failed; retrying"
+                    } else {
+                        "write failed; retrying"
+                    };
+                    tracing::error!(volume = %self.volumes[volume].volume.plan.name, error = %message, "{what}");
+                }
+                volume
+            }
+        };
+        let state = &self.volumes[volume_index];
+        if !state.busy && (state.restore || state.tokens.iter().any(|slot| slot.due)) {
+            self.enqueue(ready, volume_index);
+        }
+    }
+
+    fn handle_control(&mut self, control: Control, ready: &mut VecDeque<usize>) {
+        let now = self.clock.now();
+        match control {
+            Control::RefreshAll => {
+                for volume_index in 0..self.volumes.len() {
+                    self.refresh_now(ready, volume_index, now);
+                }
+            }
+            Control::RefreshPod { namespace, name } => {
+                for volume_index in 0..self.volumes.len() {
+                    let pod = &self.volumes[volume_index].volume.pod;
+                    if pod.namespace == namespace && pod.name == name {
+                        self.refresh_now(ready, volume_index, now);
+                    }
+                }
+            }
+            // A volume whose last write failed already has a retry scheduled (with backoff) that
+            // rewrites it whole. Restoring it now would retry at once, and that failed write's
+            // own directory changes would ask again: a busy loop while the disk is full.
+            Control::Rewrite { volume } => {
+                if let Some(state) = self
+                    .volumes
+                    .get_mut(volume)
+                    .filter(|state| state.write_failures == 0)
+                {
+                    state.restore = true;
+                    self.enqueue(ready, volume);
                 }
             }
         }
     }
 
-    /// Requests the tokens of `due` concurrently (one slow or hanging answer holds up no other
-    /// token), then records each answer and schedules each slot's next refresh or retry.
-    /// Results are in the order of `due`.
-    async fn refresh_batch(&mut self, due: &[(usize, usize)]) -> Vec<Result<(), SourceError>> {
-        let mut tasks = tokio::task::JoinSet::new();
-        for (index, &(volume_index, token_index)) in due.iter().enumerate() {
-            let source = self.source.clone();
-            let request = self.volumes[volume_index].tokens[token_index]
-                .request
-                .clone();
-            tasks.spawn(async move { (index, source.request_token(&request).await) });
+    /// Makes every token of a volume due now. A token whose request is in flight is requested
+    /// again after it: the rotation asked for now may postdate the request.
+    fn refresh_now(&mut self, ready: &mut VecDeque<usize>, volume_index: usize, now: Timestamp) {
+        for slot in &mut self.volumes[volume_index].tokens {
+            // The queued entry is superseded; the answer schedules the next one.
+            slot.generation = slot.generation.wrapping_add(1);
+            slot.due = true;
+            slot.due_since.get_or_insert(now);
         }
-        let mut answers: Vec<Option<Result<TokenGrant, SourceError>>> =
-            due.iter().map(|_| None).collect();
-        while let Some(joined) = tasks.join_next().await {
-            if let Ok((index, answer)) = joined {
-                answers[index] = Some(answer);
-            }
-        }
-        due.iter()
-            .zip(answers)
-            .map(|(&(volume_index, token_index), answer)| {
-                let answer = answer.unwrap_or_else(|| {
-                    Err(SourceError::Unavailable(
-                        "the token request task failed".into(),
-                    ))
-                });
-                self.record_answer(volume_index, token_index, answer)
-            })
-            .collect()
+        self.enqueue(ready, volume_index);
     }
 
     /// Records one answer: a grant to publish with the next write, or a failure to retry.
@@ -477,7 +686,12 @@ impl<S: TokenSource> Refresher<S> {
         let slot = &mut state.tokens[token_index];
         match result {
             Ok(grant) => {
-                let next = grant.lifetime().refresh_at(fastrand::u8(0..JITTER_STEPS));
+                // A slot's first token, with the start spread on: see `spread_start`.
+                let next = if self.spread_start && slot.grant.is_none() {
+                    grant.lifetime().spread_refresh_at(fastrand::f64())
+                } else {
+                    grant.lifetime().refresh_at_jittered(fastrand::f64())
+                };
                 slot.grant = Some(grant);
                 slot.failures = 0;
                 slot.unpublished = true;
@@ -520,20 +734,6 @@ impl<S: TokenSource> Refresher<S> {
         }
     }
 
-    /// Puts back a volume someone else changed: clears crash-like leftovers, then rewrites it from
-    /// the tokens in hand (an intact layout is left as it is).
-    async fn restore_volume(&mut self, volume_index: usize) -> Result<(), String> {
-        let report = self.volumes[volume_index]
-            .volume
-            .writer
-            .recover()
-            .map_err(|e| e.to_string())?;
-        if !report.removed.is_empty() {
-            tracing::warn!(volume = %self.volumes[volume_index].volume.plan.name, removed = ?report.removed, "cleaned a changed layout");
-        }
-        self.write_volume(volume_index).await
-    }
-
     /// (Re)schedules one token; any earlier queue entry of it becomes stale.
     fn schedule(&mut self, volume_index: usize, token_index: usize, at: Timestamp) {
         let slot = &mut self.volumes[volume_index].tokens[token_index];
@@ -541,32 +741,41 @@ impl<S: TokenSource> Refresher<S> {
         slot.next_due = at;
         self.queue
             .push(Reverse((at, volume_index, token_index, slot.generation)));
+        // Rescheduling leaves the superseded entry in the heap until its time comes; a burst of
+        // "rotate everything now" could pile them up. Past twice the live count, drop them
+        // (O(n), so amortised O(1) per schedule).
+        if self.queue.len() > 2 * self.status_len + 64 {
+            let volumes = &self.volumes;
+            self.queue.retain(|Reverse((_, v, t, generation))| {
+                volumes[*v].tokens[*t].generation == *generation
+            });
+        }
     }
 
-    /// Writes one volume whole from the current grants (nothing if a token is missing).
-    async fn write_volume(&mut self, volume_index: usize) -> Result<(), String> {
+    /// Takes a write's result: publishes the new grants (events, status) or schedules a retry
+    /// of the whole volume after a backoff. `Ok(true)`: a new version was published.
+    fn finish_write(
+        &mut self,
+        volume_index: usize,
+        result: WriteResult,
+        published_at: Timestamp,
+    ) -> Result<bool, String> {
         let state = &mut self.volumes[volume_index];
-        let tokens: Vec<Option<&str>> = state
-            .tokens
-            .iter()
-            .map(|slot| slot.grant.as_ref().map(|g| g.token.as_str()))
-            .collect();
-        let Some(payload) = state.volume.plan.payload(&tokens) else {
-            return Ok(()); // a token is still missing; its retry will write the volume
-        };
-        let writer = state.volume.writer.clone();
-        let outcome = tokio::task::spawn_blocking(move || writer.write(&payload))
-            .await
-            .map_err(|e| format!("writer task failed: {e}"))
-            .and_then(|r| r.map_err(|e| e.to_string()));
-        let outcome = match outcome {
-            Ok(outcome) => {
+        state.busy = false;
+        let outcome = match result {
+            Ok((report, outcome)) => {
                 state.write_failures = 0;
+                if let Some(removed) = report.map(|r| r.removed).filter(|r| !r.is_empty()) {
+                    tracing::warn!(volume = %state.volume.plan.name, removed = ?removed, "cleaned a changed layout");
+                }
                 outcome
             }
             Err(message) => {
-                // Retry the whole volume after a backoff by re-queuing its tokens.
+                // Retry the whole volume after a backoff by re-queuing its tokens. A restore
+                // asked for meanwhile (the failed write's own changes, seen by the watcher) must
+                // not retry it at once: while the disk is full that would be a busy loop.
                 state.write_failures = state.write_failures.saturating_add(1);
+                state.restore = false;
                 let now = self.clock.now();
                 let retry = now
                     .checked_add(self.backoff.delay(state.write_failures, fastrand::f64()))
@@ -584,7 +793,7 @@ impl<S: TokenSource> Refresher<S> {
             }
         };
         let WriteOutcome::Written { data_dir } = outcome else {
-            return Ok(());
+            return Ok(false);
         };
         let state = &mut self.volumes[volume_index];
         let mut published = Vec::new();
@@ -593,7 +802,6 @@ impl<S: TokenSource> Refresher<S> {
                 continue;
             };
             published.push((token_index, grant.lifetime().ends_at));
-            let next_refresh = slot.next_due;
             let event = RotationEvent {
                 volume: state.volume.plan.name.clone(),
                 dir: state.volume.writer.target_dir().to_path_buf(),
@@ -607,8 +815,10 @@ impl<S: TokenSource> Refresher<S> {
                 expires_at: grant.jwt_expiry,
                 warn_after: grant.warn_after,
                 status_expiration: grant.expiration_timestamp,
-                next_refresh,
+                next_refresh: slot.next_due,
                 data_dir: data_dir.clone(),
+                scheduled_at: slot.due_since.take(),
+                published_at,
             };
             slot.written_jti = grant.jti.clone();
             slot.unpublished = false;
@@ -622,7 +832,7 @@ impl<S: TokenSource> Refresher<S> {
                 status.expires_at = Some(ends_at);
             });
         }
-        Ok(())
+        Ok(true)
     }
 }
 

@@ -104,6 +104,32 @@ impl TokenLifetime {
         self.refresh_at_with_reason(jitter_steps).0
     }
 
+    /// The refresh time with a jitter anywhere in the kubelet's range (`fraction` in [0, 1]:
+    /// none to the largest), not only its whole steps. The kubelet's whole seconds on top of an
+    /// `exp` in whole seconds put every deadline on a few instants per second; with thousands of
+    /// tokens that is a crowd due at once, each one a little later than the one before.
+    pub fn refresh_at_jittered(&self, fraction: f64) -> Timestamp {
+        let (deadline, _) = self.refresh_at_with_reason(0);
+        let largest = self.jitter_step() * i32::from(JITTER_STEPS - 1);
+        let jitter = largest.mul_f64(fraction.clamp(0.0, 1.0));
+        deadline.checked_sub(jitter).unwrap_or(deadline)
+    }
+
+    /// A first refresh spread over the second half of the span before the kubelet's (jitter-free)
+    /// refresh time: `fraction` 0 is halfway there (40 % of an ordinary lifetime), 1 is the
+    /// kubelet's time. For a mass start (`emulate --pods`): thousands of tokens minted within
+    /// seconds would otherwise all be due again within seconds, and again at every later round.
+    /// Never later than the kubelet would refresh.
+    pub fn spread_refresh_at(&self, fraction: f64) -> Timestamp {
+        let (latest, _) = self.refresh_at_with_reason(0);
+        let span = latest.duration_since(self.issued_at);
+        if !span.is_positive() {
+            return latest;
+        }
+        let early = span.mul_f64(0.5 * (1.0 - fraction.clamp(0.0, 1.0)));
+        latest.checked_sub(early).unwrap_or(latest)
+    }
+
     /// The kubelet's `requiresRefresh`: strictly after the (jittered) threshold. Also true when the
     /// clock stands before the issue time: upstream never merged that check (see the spec's open
     /// question Q1), but a daemon whose clock stepped back must not trust its old schedule.
@@ -286,5 +312,37 @@ mod tests {
             lifetime(601, None, None).refresh_margin(),
             SignedDuration::from_secs(120)
         );
+    }
+
+    #[test]
+    fn continuous_jitter_and_start_spread_stay_inside_the_kubelets_window() {
+        for requested in [2, 60, 600, 3607, 100_000] {
+            let token = lifetime(requested, None, None);
+            let window = token.refresh_window();
+            assert_eq!(token.refresh_at_jittered(0.0), window.latest, "{requested}");
+            assert_eq!(
+                token.refresh_at_jittered(1.0),
+                window.earliest,
+                "{requested}"
+            );
+            let middle = token.refresh_at_jittered(0.5);
+            assert!(
+                window.earliest < middle && middle < window.latest,
+                "{requested}"
+            );
+            // The start spread: from halfway to the kubelet's time, never after it.
+            assert_eq!(token.spread_refresh_at(1.0), window.latest, "{requested}");
+            let halfway = token.spread_refresh_at(0.0);
+            assert_eq!(
+                halfway.duration_since(token.issued_at),
+                window.latest.duration_since(token.issued_at) / 2,
+                "{requested}"
+            );
+            assert!(halfway > token.issued_at);
+        }
+        // 60 s: the kubelet refreshes at 48 s; the spread starts at 24 s.
+        let token = lifetime(60, None, None);
+        assert_eq!(token.spread_refresh_at(0.0), at(24_000));
+        assert_eq!(token.refresh_at_jittered(0.5), at(48_000 - 2_700));
     }
 }

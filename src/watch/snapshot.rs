@@ -247,7 +247,7 @@ mod tests {
 
     fn file(data: &[u8]) -> FileProjection {
         FileProjection {
-            data: data.to_vec(),
+            data: data.into(),
             mode: 0o644,
             fs_user: None,
         }

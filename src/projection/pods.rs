@@ -1,0 +1,369 @@
+//! Many pods at once (`emulate --pods`): Pod manifests out of multi-document YAML or JSON, the
+//! checks a set of pods must pass before each gets its own directories (names usable as
+//! directory names, unique `namespace/name` and uid), and where a pod's volumes go.
+//!
+//! Pure: text and already-parsed pods in, pods or errors out. Reading files is the caller's job.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Deserialize;
+
+use super::spec::PodInfo;
+
+/// One Pod out of a manifest file.
+#[derive(Debug, Clone)]
+pub struct PodDocument {
+    /// 1-based index of the YAML document in its file (empty documents are not counted).
+    pub document: usize,
+    /// Index in the document's `items` when the document is a `List`/`PodList`.
+    pub item: Option<usize>,
+    pub pod: Pod,
+}
+
+impl PodDocument {
+    /// "document 2" or "document 1, items[3]", for messages.
+    pub fn position(&self) -> String {
+        match self.item {
+            Some(item) => format!("document {}, items[{item}]", self.document),
+            None => format!("document {}", self.document),
+        }
+    }
+}
+
+/// Why a manifest file cannot be read as Pods: the document and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("document {document}: {message}")]
+pub struct DocumentError {
+    pub document: usize,
+    pub message: String,
+}
+
+/// What a document may be. Deserialized in one typed pass (no intermediate value), so YAML 1.1
+/// octal modes and the parser's line numbers survive; `kind` is checked afterwards.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AnyDocument {
+    api_version: Option<String>,
+    kind: Option<String>,
+    metadata: Option<ObjectMeta>,
+    spec: Option<PodSpec>,
+    items: Option<Vec<Pod>>,
+}
+
+/// Only the type of a document: read again when a document failed, to say what it was.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TypeMeta {
+    api_version: Option<String>,
+    kind: Option<String>,
+}
+
+fn yaml_options() -> serde_saphyr::options::Options {
+    let mut options = serde_saphyr::options::Options::default();
+    // `defaultMode: 0644` is octal, as Kubernetes (YAML 1.1) reads it.
+    options.legacy_octal_numbers = true;
+    // The stream reader enforces its budget per document; `kubectl get pods -o yaml` prints one
+    // List document holding every pod, so allow a large one (the input size bounds it anyway).
+    if let Some(budget) = options.budget.as_mut() {
+        budget.max_nodes = budget.max_nodes.saturating_mul(64);
+        budget.max_events = budget.max_events.saturating_mul(64);
+    }
+    options
+}
+
+/// Every Pod in `text`: one or more YAML (or JSON) documents separated by `---`, each a Pod or a
+/// `List`/`PodList` of Pods. A document without `kind` is read as a Pod, as `--pod` reads it.
+/// Other kinds are refused: Pods only (service accounts and the like go in `--objects`).
+pub fn parse_pod_documents(text: &str) -> Result<Vec<PodDocument>, DocumentError> {
+    let mut reader = std::io::Cursor::new(text.as_bytes());
+    let mut pods = Vec::new();
+    for (index, document) in
+        serde_saphyr::read_with_options::<_, AnyDocument>(&mut reader, yaml_options()).enumerate()
+    {
+        let number = index + 1;
+        let document = document.map_err(|e| DocumentError {
+            document: number,
+            message: explain_parse_error(text, number, &e.to_string()),
+        })?;
+        let at = |message: String| DocumentError {
+            document: number,
+            message,
+        };
+        let kind = document.kind.as_deref().unwrap_or("Pod");
+        match kind {
+            "Pod" => {
+                check_api_version(document.api_version.as_deref(), kind).map_err(at)?;
+                pods.push(PodDocument {
+                    document: number,
+                    item: None,
+                    pod: Pod {
+                        metadata: document.metadata.unwrap_or_default(),
+                        spec: document.spec,
+                        status: None,
+                    },
+                });
+            }
+            "List" | "PodList" => {
+                check_api_version(document.api_version.as_deref(), kind).map_err(at)?;
+                let items = document
+                    .items
+                    .ok_or_else(|| at(format!("a {kind} needs an `items` array of Pods")))?;
+                pods.extend(
+                    items
+                        .into_iter()
+                        .enumerate()
+                        .map(|(item, pod)| PodDocument {
+                            document: number,
+                            item: Some(item),
+                            pod,
+                        }),
+                );
+            }
+            other => return Err(at(not_a_pod(document.api_version.as_deref(), other))),
+        }
+    }
+    Ok(pods)
+}
+
+fn check_api_version(api_version: Option<&str>, kind: &str) -> Result<(), String> {
+    match api_version {
+        None | Some("v1") => Ok(()),
+        Some(other) => Err(format!(
+            "apiVersion {other:?}: a {kind} is apiVersion \"v1\""
+        )),
+    }
+}
+
+fn not_a_pod(api_version: Option<&str>, kind: &str) -> String {
+    let what = match api_version {
+        Some(api_version) => format!("{api_version} {kind}"),
+        None => kind.to_owned(),
+    };
+    format!(
+        "is a {what}, not a Pod: --pods reads Pod manifests only (put service accounts, secrets and nodes in --objects)"
+    )
+}
+
+/// A document that failed as a whole may simply be another kind of object (a Deployment's
+/// `spec` is no PodSpec): say so rather than quote the field that did not fit.
+fn explain_parse_error(text: &str, number: usize, error: &str) -> String {
+    let mut reader = std::io::Cursor::new(text.as_bytes());
+    let kind =
+        serde_saphyr::read_with_options::<_, TypeMeta>(&mut reader, yaml_options()).nth(number - 1);
+    match kind {
+        Some(Ok(TypeMeta {
+            api_version,
+            kind: Some(kind),
+        })) if !matches!(kind.as_str(), "Pod" | "List" | "PodList") => {
+            not_a_pod(api_version.as_deref(), &kind)
+        }
+        _ => format!("not a Pod manifest: {error}"),
+    }
+}
+
+/// Whether the pod has a volume for the projector: one with a `projected` source.
+pub fn has_projected_volume(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|spec| spec.volumes.as_ref())
+        .is_some_and(|volumes| volumes.iter().any(|v| v.projected.is_some()))
+}
+
+/// `namespace` as a directory name: a DNS-1123 label, as Kubernetes requires of namespaces.
+pub fn check_namespace(namespace: &str) -> Result<(), String> {
+    if is_dns_label(namespace) {
+        Ok(())
+    } else {
+        Err(format!(
+            "metadata.namespace {namespace:?} is not a valid namespace (at most 63 characters of a-z, 0-9 and '-', starting and ending with a letter or digit); it names the pod's directory"
+        ))
+    }
+}
+
+/// `name` as a directory name: a DNS-1123 subdomain, as Kubernetes requires of pod names.
+pub fn check_pod_name(name: &str) -> Result<(), String> {
+    if name.len() <= 253 && name.split('.').all(is_dns_label) {
+        Ok(())
+    } else {
+        Err(format!(
+            "metadata.name {name:?} is not a valid pod name (a DNS subdomain: at most 253 characters of a-z, 0-9, '-' and '.', each part starting and ending with a letter or digit); it names the pod's directory"
+        ))
+    }
+}
+
+fn is_dns_label(label: &str) -> bool {
+    let bytes = label.as_bytes();
+    let alphanumeric = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    (1..=63).contains(&bytes.len())
+        && bytes.iter().all(|b| alphanumeric(b) || *b == b'-')
+        && bytes.first().is_some_and(alphanumeric)
+        && bytes.last().is_some_and(alphanumeric)
+}
+
+/// The pods admitted so far, by `namespace/name` and by uid, each with where it came from.
+#[derive(Debug, Default)]
+pub struct PodRegistry {
+    by_name: HashMap<(String, String), String>,
+    by_uid: HashMap<String, String>,
+}
+
+impl PodRegistry {
+    /// Admits a pod described at `origin` (e.g. `pods/web.yaml document 2`): its names must be
+    /// usable as directory names, and no earlier pod may have its `namespace/name` or its uid.
+    /// An empty uid is not checked (the caller gives the pod a fresh one).
+    pub fn admit(&mut self, origin: &str, pod: &PodInfo) -> Result<(), String> {
+        check_namespace(&pod.namespace)?;
+        check_pod_name(&pod.name)?;
+        let key = (pod.namespace.clone(), pod.name.clone());
+        if let Some(first) = self.by_name.get(&key) {
+            return Err(format!(
+                "pod {}/{} is also defined in {first}: a namespace holds one pod of a name; rename one of them",
+                pod.namespace, pod.name
+            ));
+        }
+        if !pod.uid.is_empty() {
+            if let Some(first) = self.by_uid.get(&pod.uid) {
+                return Err(format!(
+                    "metadata.uid {} is also the uid of the pod in {first}: every pod has its own uid; change or remove one (a pod without a uid gets a generated one)",
+                    pod.uid
+                ));
+            }
+            self.by_uid.insert(pod.uid.clone(), origin.to_owned());
+        }
+        self.by_name.insert(key, origin.to_owned());
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+/// Where a pod's volumes go under `root`: `root/<namespace>/<pod-name>/`, each volume in a
+/// directory of its name below that.
+pub fn pod_dir(root: &Path, namespace: &str, name: &str) -> PathBuf {
+    root.join(namespace).join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POD_A: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: shop}\nspec:\n  containers: [{name: c}]\n  volumes:\n  - name: v\n    projected:\n      defaultMode: 0440\n      sources: [{serviceAccountToken: {path: token}}]\n";
+
+    #[test]
+    fn documents_lists_and_json_are_read_in_order() {
+        let text = format!(
+            "{POD_A}---\n---\nkind: List\napiVersion: v1\nitems:\n- {{apiVersion: v1, kind: Pod, metadata: {{name: b}}}}\n- {{metadata: {{name: c}}}}\n---\n{{\"metadata\": {{\"name\": \"d\"}}, \"spec\": {{\"containers\": []}}}}\n"
+        );
+        let pods = parse_pod_documents(&text).unwrap();
+        let names: Vec<(String, String)> = pods
+            .iter()
+            .map(|p| (p.position(), p.pod.metadata.name.clone().unwrap()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("document 1".to_owned(), "a".to_owned()),
+                ("document 2, items[0]".to_owned(), "b".to_owned()),
+                ("document 2, items[1]".to_owned(), "c".to_owned()),
+                ("document 3".to_owned(), "d".to_owned()),
+            ]
+        );
+        // YAML 1.1 octal survives.
+        let volumes = pods[0].pod.spec.as_ref().unwrap().volumes.as_ref().unwrap();
+        assert_eq!(
+            volumes[0].projected.as_ref().unwrap().default_mode,
+            Some(0o440)
+        );
+        assert!(has_projected_volume(&pods[0].pod));
+        assert!(!has_projected_volume(&pods[3].pod));
+        assert!(parse_pod_documents("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn other_kinds_and_bad_yaml_name_the_document() {
+        let deployment = format!(
+            "{POD_A}---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 2\n  template: {{spec: {{containers: []}}}}\n"
+        );
+        let err = parse_pod_documents(&deployment).unwrap_err();
+        assert_eq!(err.document, 2);
+        assert!(
+            err.message
+                .starts_with("is a apps/v1 Deployment, not a Pod"),
+            "{err}"
+        );
+        let service = "kind: Service\nmetadata: {name: s}\n";
+        let err = parse_pod_documents(service).unwrap_err();
+        assert!(err.message.starts_with("is a Service, not a Pod"), "{err}");
+        let err = parse_pod_documents("apiVersion: v2\nkind: Pod\n").unwrap_err();
+        assert!(err.message.contains("apiVersion \"v2\""), "{err}");
+        let err = parse_pod_documents(&format!("{POD_A}---\nmetadata: [unclosed\n")).unwrap_err();
+        assert_eq!(err.document, 2);
+        assert!(err.message.starts_with("not a Pod manifest: "), "{err}");
+        let err = parse_pod_documents("kind: List\n").unwrap_err();
+        assert!(err.message.contains("`items`"), "{err}");
+    }
+
+    #[test]
+    fn names_must_be_usable_directory_names() {
+        assert!(check_namespace("team-a").is_ok());
+        assert!(check_pod_name("web-0.canary").is_ok());
+        for bad in ["", "..", ".", "a/b", "Web", "-a", "a-", &"x".repeat(64)] {
+            assert!(check_namespace(bad).is_err(), "namespace {bad:?}");
+        }
+        for bad in ["", "..", ".", "a/b", "a..b", "Web", "-a", &"x".repeat(254)] {
+            assert!(check_pod_name(bad).is_err(), "name {bad:?}");
+        }
+    }
+
+    #[test]
+    fn registry_refuses_duplicate_names_and_uids() {
+        let pod = |namespace: &str, name: &str, uid: &str| PodInfo {
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: uid.into(),
+            ..PodInfo::default()
+        };
+        let mut registry = PodRegistry::default();
+        registry
+            .admit("a.yaml document 1", &pod("shop", "web", "u1"))
+            .unwrap();
+        registry
+            .admit("a.yaml document 2", &pod("other", "web", ""))
+            .unwrap();
+        registry
+            .admit("b.yaml document 1", &pod("shop", "db", ""))
+            .unwrap();
+        let err = registry
+            .admit("c.yaml document 3", &pod("shop", "web", "u9"))
+            .unwrap_err();
+        assert!(
+            err.contains("shop/web is also defined in a.yaml document 1"),
+            "{err}"
+        );
+        let err = registry
+            .admit("c.yaml document 4", &pod("shop", "api", "u1"))
+            .unwrap_err();
+        assert!(
+            err.contains("u1 is also the uid of the pod in a.yaml document 1"),
+            "{err}"
+        );
+        let err = registry
+            .admit("d.yaml", &pod("shop", "../x", ""))
+            .unwrap_err();
+        assert!(err.contains("metadata.name \"../x\""), "{err}");
+        assert_eq!(registry.len(), 3);
+        assert_eq!(
+            pod_dir(Path::new("/out"), "shop", "web"),
+            Path::new("/out/shop/web")
+        );
+    }
+}
