@@ -231,6 +231,87 @@ fn unchanged_payload_is_a_no_op_but_restores_missing_links() {
     assert_eq!(entries(dir), before);
 }
 
+/// The comparison reads what is really there: a file grown, shrunk, swapped for a link, a
+/// directory or a FIFO behind the writer's back gets a new version with the right bytes (and a
+/// FIFO does not hang it).
+#[test]
+fn tampered_files_in_the_current_version_are_rewritten() {
+    strict_umask();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let w = writer(&dir);
+    let p = token_payload(b"the-token");
+    w.write(&p).unwrap();
+    type Tamper = fn(&Path);
+    let tampering: [(&str, Tamper); 5] = [
+        ("grown", |f| fs::write(f, b"the-token!").unwrap()),
+        ("shrunk", |f| fs::write(f, b"the-toke").unwrap()),
+        ("a link to the same bytes", |f| {
+            let twin = f.with_file_name("twin");
+            fs::write(&twin, b"the-token").unwrap();
+            fs::remove_file(f).unwrap();
+            symlink(&twin, f).unwrap();
+        }),
+        ("a directory", |f| {
+            fs::remove_file(f).unwrap();
+            fs::create_dir(f).unwrap();
+        }),
+        ("a FIFO", |f| {
+            fs::remove_file(f).unwrap();
+            let mode = rustix::fs::Mode::from_bits_truncate(0o600);
+            rustix::fs::mknodat(rustix::fs::CWD, f, rustix::fs::FileType::Fifo, mode, 0).unwrap();
+        }),
+    ];
+    for (what, tamper) in tampering {
+        let version = data_target(&dir);
+        tamper(&dir.join(&version).join("token"));
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let (w2, p2) = (w.clone(), p.clone());
+        std::thread::spawn(move || done_tx.send(w2.write(&p2).map_err(|e| e.to_string())));
+        let outcome = done_rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("write hung on {what}"));
+        assert!(
+            matches!(outcome, Ok(WriteOutcome::Written { .. })),
+            "{what}: {outcome:?}"
+        );
+        assert_ne!(data_target(&dir), version, "{what}");
+        assert_eq!(fs::read(dir.join("token")).unwrap(), b"the-token", "{what}");
+        assert_eq!(version_dirs(&dir).len(), 1, "{what}");
+    }
+}
+
+/// tmpfs (where fsync is skipped) is told apart from other file systems as `stat -f` tells it.
+#[test]
+fn memory_backed_directories_are_recognised() {
+    let tmp = tempfile::tempdir().unwrap();
+    for dir in [Path::new("/dev/shm"), tmp.path()] {
+        let Ok(out) = std::process::Command::new("stat")
+            .args(["-f", "-c", "%T"])
+            .arg(dir)
+            .output()
+        else {
+            eprintln!("SKIPPED for {}: no stat command", dir.display());
+            continue;
+        };
+        if !out.status.success() {
+            eprintln!("SKIPPED for {}: stat -f failed", dir.display());
+            continue;
+        }
+        let kind = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let expected = kind == "tmpfs" || kind == "ramfs";
+        assert_eq!(
+            projected_token::projection::is_memory_backed(dir),
+            expected,
+            "{} is {kind}",
+            dir.display()
+        );
+    }
+    assert!(!projected_token::projection::is_memory_backed(Path::new(
+        "/no/such/dir"
+    )));
+}
+
 #[test]
 fn path_removed_from_payload_disappears() {
     strict_umask();

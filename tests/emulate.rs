@@ -4,6 +4,7 @@ mod common;
 
 use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -403,4 +404,46 @@ fn sigkill_during_rotations_then_restart_is_consistent() {
     }
     // Not asserted (the moments are random), but shown so a run says what it exercised.
     println!("{rounds_with_leftovers} of {KILLS} restarts cleaned up a write cut short by SIGKILL");
+}
+
+/// On tmpfs (as the kubelet's projected volumes are) the writer skips fsync and says so once;
+/// elsewhere it keeps fsync on.
+#[test]
+fn volumes_on_tmpfs_are_written_without_fsync() {
+    let shm = Path::new("/dev/shm");
+    if !projected_token::projection::is_memory_backed(shm) {
+        eprintln!("SKIPPED: /dev/shm is not tmpfs here");
+        return;
+    }
+    let in_memory = tempfile::tempdir_in(shm).unwrap();
+    let on_disk = tempfile::tempdir().unwrap();
+    for (root, memory) in [(in_memory.path(), true), (on_disk.path(), false)] {
+        if !memory && projected_token::projection::is_memory_backed(root) {
+            eprintln!("SKIPPED the on-disk half: {} is tmpfs too", root.display());
+            continue;
+        }
+        let dir = root.join("serviceaccount");
+        let mut emulate = Running::spawn(&[
+            "emulate",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--key-algorithm",
+            "es256",
+            "--no-serve",
+        ]);
+        let deadline = Instant::now() + STARTUP;
+        let mut logs = Vec::new();
+        while !logs.iter().any(|l: &String| l.contains("token rotated")) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match emulate.stderr.recv_timeout(left) {
+                Ok(line) => logs.push(line),
+                Err(_) => panic!("no rotation within {STARTUP:?}: {logs:?}"),
+            }
+        }
+        assert_consistent_layout(&dir, &["ca.crt", "namespace", "token"]);
+        emulate.signal(Signal::TERM);
+        assert!(emulate.wait_exit(Duration::from_secs(10)).success());
+        let said = logs.iter().any(|l| l.contains("written without fsync"));
+        assert_eq!(said, memory, "{}: {logs:?}", root.display());
+    }
 }

@@ -74,7 +74,7 @@ pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
     });
 
     let preparing = Instant::now();
-    recover_volumes(&volumes)?;
+    recover_volumes(&mut volumes)?;
     if planned.pod_set.is_some() {
         tracing::info!(
             volumes = volumes.len(),

@@ -41,7 +41,7 @@ pub async fn run(args: SidecarArgs) -> Result<(), CommandError> {
     };
     let mut volumes = plan(&args, &namespace, &data)?;
     drop_ownership_unless_root(&mut volumes);
-    recover_volumes(&volumes)?;
+    recover_volumes(&mut volumes)?;
     let hooks = Arc::new(HookRunner::new(hooks(&args)?, client.clone()));
     let dirs: Vec<_> = volumes
         .iter()

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
-use std::io::{self, ErrorKind, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::os::unix::fs::{fchown, lchown, symlink, DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -611,24 +611,57 @@ fn walk(root: &Path, rel: &str, out: &mut BTreeSet<String>) -> Result<(), WriteE
 
 /// Step 4: whether any payload file differs in bytes from (or is missing in) the old version.
 fn payload_changed(clean: &CleanPayload<'_>, old_path: &Path) -> Result<bool, WriteError> {
+    // Reused for every file: one read of one byte more than expected tells a longer file apart.
+    let mut on_disk = Vec::new();
     for (rel, projection) in clean {
         let path = old_path.join(rel);
-        match fs::symlink_metadata(&path) {
-            Ok(meta) if meta.is_file() => {}
-            // Missing, or a directory where a file is wanted: the write replaces it. (Upstream
-            // errors on the latter and can never move past it.)
-            Ok(_) => return Ok(true),
-            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory) => {
-                return Ok(true)
-            }
-            Err(e) => return Err(io_err("stat", &path)(e)),
-        }
-        let on_disk = fs::read(&path).map_err(io_err("read", &path))?;
-        if *on_disk != *projection.data {
+        if !same_bytes(&path, &projection.data, &mut on_disk)? {
             return Ok(true);
         }
     }
     Ok(false)
+}
+
+/// Whether the regular file at `path` holds exactly `expected`: open, read, close (three system
+/// calls; a stat and a read to end of file would double that on every rotation). A link, a
+/// directory or a missing file counts as different: the write replaces it. (Upstream errors on a
+/// directory and can never move past it.)
+fn same_bytes(path: &Path, expected: &[u8], buf: &mut Vec<u8>) -> Result<bool, WriteError> {
+    let file = OpenOptions::new()
+        .read(true)
+        // NONBLOCK: a FIFO planted here must not hang the writer (regular files ignore it).
+        .custom_flags((rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK).bits() as i32)
+        .open(path);
+    let mut file = match file {
+        Ok(file) => file,
+        Err(e) if file_is_not_there(&e) => return Ok(false),
+        Err(e) => return Err(io_err("open", path)(e)),
+    };
+    buf.clear();
+    buf.resize(expected.len() + 1, 0);
+    let mut filled = 0;
+    loop {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => {
+                filled += n;
+                if filled == buf.len() {
+                    break; // longer than expected
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == ErrorKind::IsADirectory => return Ok(false),
+            Err(e) => return Err(io_err("read", path)(e)),
+        }
+    }
+    Ok(buf[..filled] == *expected)
+}
+
+/// Open errors that mean "no regular file here": missing, a link (O_NOFOLLOW), a component that
+/// is not a directory.
+fn file_is_not_there(e: &io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::NotFound | ErrorKind::NotADirectory)
+        || e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
 }
 
 /// Step 10 (and recover): `<name> -> ..data/<name>` for every name that has no entry yet.
@@ -695,6 +728,22 @@ fn remove_any(path: &Path) -> Result<bool, WriteError> {
         Err(e) => Err(e),
     };
     result.map(|()| true).map_err(io_err("remove", path))
+}
+
+/// `statfs` magic numbers of file systems kept in memory only (`linux/magic.h`).
+const TMPFS_MAGIC: u64 = 0x0102_1994;
+const RAMFS_MAGIC: u64 = 0x8584_58f6;
+
+/// Whether `dir` lives on tmpfs or ramfs, where fsync has nothing to make durable (a crash loses
+/// the whole file system): the kubelet's projected volumes and `medium: Memory` emptyDirs.
+/// `false` when it cannot tell.
+pub fn is_memory_backed(dir: &Path) -> bool {
+    rustix::fs::statfs(dir).is_ok_and(|fs| {
+        // The field's integer type differs between architectures.
+        #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
+        let kind = fs.f_type as u64;
+        kind == TMPFS_MAGIC || kind == RAMFS_MAGIC
+    })
 }
 
 /// fsync a directory so the entries created, renamed or removed in it are durable.

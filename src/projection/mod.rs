@@ -7,6 +7,8 @@ pub mod payload;
 pub mod pods;
 pub mod spec;
 
-pub use atomic_writer::{AtomicWriter, RecoveryReport, WriteError, WriteOutcome, WriterOptions};
+pub use atomic_writer::{
+    is_memory_backed, AtomicWriter, RecoveryReport, WriteError, WriteOutcome, WriterOptions,
+};
 pub use paths::{validate_path, PathError};
 pub use payload::{FileProjection, Payload};
