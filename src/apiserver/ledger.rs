@@ -9,6 +9,7 @@
 //! `Rotation::at`, `report(now)`).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -147,14 +148,17 @@ struct PathHistory {
 #[derive(Debug)]
 struct PathRotation {
     at: Timestamp,
-    old_jti: String,
+    /// Shared with the key of `Ledger::replaced`.
+    old_jti: Arc<str>,
     new_jti: Option<String>,
 }
 
 #[derive(Debug)]
 struct Replacement {
     at: Timestamp,
-    path: TokenPath,
+    /// Shared by every replacement of the path and its history's key: four strings once per
+    /// path, not once per replaced token.
+    path: Arc<TokenPath>,
 }
 
 /// A client: one program (user agent) using one identity from one pod.
@@ -316,8 +320,8 @@ pub struct UsageTotals {
 #[derive(Debug)]
 pub struct Ledger {
     limits: LedgerLimits,
-    replaced: HashMap<String, Replacement>,
-    paths: HashMap<TokenPath, PathHistory>,
+    replaced: HashMap<Arc<str>, Replacement>,
+    paths: HashMap<Arc<TokenPath>, PathHistory>,
     clients: HashMap<ClientKey, ClientStats>,
     totals: UseCounts,
     rotations: u64,
@@ -366,7 +370,7 @@ impl Ledger {
             return;
         }
         // A token is superseded from the first moment a newer one was available.
-        if self.replaced.contains_key(&old_jti) {
+        if self.replaced.contains_key(old_jti.as_str()) {
             return;
         }
         let path = TokenPath {
@@ -375,9 +379,16 @@ impl Ledger {
             volume: rotation.volume,
             path: rotation.path,
         };
-        if !self.paths.contains_key(&path) && self.paths.len() >= self.limits.paths {
-            self.forget_least_recently_rotated_path();
-        }
+        let path = match self.paths.get_key_value(&path) {
+            Some((known, _)) => known.clone(),
+            None => {
+                if self.paths.len() >= self.limits.paths {
+                    self.forget_least_recently_rotated_path();
+                }
+                Arc::new(path)
+            }
+        };
+        let old_jti: Arc<str> = old_jti.into();
         let history = self
             .paths
             .entry(path.clone())
@@ -554,7 +565,7 @@ impl Ledger {
             .map(|seen| {
                 let superseded_at = seen
                     .superseded_at
-                    .or_else(|| self.replaced.get(&seen.jti).map(|r| r.at));
+                    .or_else(|| self.replaced.get(seen.jti.as_str()).map(|r| r.at));
                 TokenSpan {
                     jti: seen.jti.clone(),
                     first_use: seen.first_use,
@@ -580,7 +591,7 @@ impl Ledger {
     fn rotations_replacing(&self, tokens: &[TokenSpan]) -> Vec<RotationMark> {
         let mut paths: Vec<&TokenPath> = tokens
             .iter()
-            .filter_map(|span| self.replaced.get(&span.jti).map(|r| &r.path))
+            .filter_map(|span| self.replaced.get(span.jti.as_str()).map(|r| &*r.path))
             .collect();
         paths.sort_by(|a, b| (&a.volume, &a.path).cmp(&(&b.volume, &b.path)));
         paths.dedup();
@@ -592,7 +603,7 @@ impl Ledger {
                     at: rotation.at,
                     volume: path.volume.clone(),
                     path: path.path.clone(),
-                    old_jti: rotation.old_jti.clone(),
+                    old_jti: rotation.old_jti.to_string(),
                     new_jti: rotation.new_jti.clone(),
                 })
             })
@@ -688,7 +699,7 @@ fn remember_token<'a>(
     client: &'a mut ClientStats,
     jti: &str,
     at: Timestamp,
-    replaced: &HashMap<String, Replacement>,
+    replaced: &HashMap<Arc<str>, Replacement>,
     tokens_per_client: usize,
 ) -> &'a mut SeenToken {
     // Most recently used last: a client presents its current token over and over, so the search
@@ -739,8 +750,8 @@ fn median_reload_delay(tokens: &[TokenSpan]) -> Option<f64> {
     })
 }
 
-fn remove_replacement(replaced: &mut HashMap<String, Replacement>, jti: &str, path: &TokenPath) {
-    if replaced.get(jti).is_some_and(|r| &r.path == path) {
+fn remove_replacement(replaced: &mut HashMap<Arc<str>, Replacement>, jti: &str, path: &TokenPath) {
+    if replaced.get(jti).is_some_and(|r| *r.path == *path) {
         replaced.remove(jti);
     }
 }

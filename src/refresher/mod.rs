@@ -565,7 +565,7 @@ impl<S: TokenSource> Refresher<S> {
         jobs.request(&self.source, volume_index, requests);
     }
 
-    /// Writes one volume whole from the current grants, on a blocking thread; nothing when a
+    /// Writes one volume whole from the current grants (see [`Jobs::write`]); nothing when a
     /// token is still missing (its retry writes the volume).
     fn write(&mut self, jobs: &mut Jobs, volume_index: usize) {
         let state = &mut self.volumes[volume_index];
@@ -581,14 +581,21 @@ impl<S: TokenSource> Refresher<S> {
         state.busy = true;
         let restore = std::mem::take(&mut state.restore);
         let writer = state.volume.writer.clone();
-        jobs.write(volume_index, restore, self.clock.clone(), move || {
-            let report = match restore {
-                true => Some(writer.recover().map_err(|e| e.to_string())?),
-                false => None,
-            };
-            let outcome = writer.write(&payload).map_err(|e| e.to_string())?;
-            Ok((report, outcome))
-        });
+        let in_memory = !writer.options().fsync;
+        jobs.write(
+            volume_index,
+            restore,
+            in_memory,
+            self.clock.clone(),
+            move || {
+                let report = match restore {
+                    true => Some(writer.recover().map_err(|e| e.to_string())?),
+                    false => None,
+                };
+                let outcome = writer.write(&payload).map_err(|e| e.to_string())?;
+                Ok((report, outcome))
+            },
+        );
     }
 
     /// Takes a finished job's results; a volume whose request ended goes on to its write.
