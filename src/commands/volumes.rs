@@ -239,11 +239,10 @@ pub fn recover_volumes(volumes: &mut [ProjectedVolume]) -> Result<(), CommandErr
         let options = volume.writer.options();
         if options.fsync && is_memory_backed(volume.writer.target_dir()) {
             in_memory += 1;
-            let options = WriterOptions {
+            volume.writer.set_options(WriterOptions {
                 fsync: false,
                 ..options
-            };
-            volume.writer = AtomicWriter::new(volume.writer.target_dir().to_path_buf(), options);
+            });
         }
     }
     if in_memory > 0 {
@@ -275,11 +274,10 @@ pub fn drop_ownership_unless_root(volumes: &mut [ProjectedVolume]) {
         }
         if volume.plan.fs_group.is_some() {
             changed = true;
-            let options = WriterOptions {
+            volume.writer.set_options(WriterOptions {
                 fs_group: None,
                 ..volume.writer.options()
-            };
-            volume.writer = AtomicWriter::new(volume.writer.target_dir().to_path_buf(), options);
+            });
         }
         if changed {
             dropped.push(&volume.plan.name);

@@ -162,6 +162,11 @@ impl AtomicWriter {
         self.options
     }
 
+    /// Changes how later writes treat durability and ownership (the same directory).
+    pub fn set_options(&mut self, options: WriterOptions) {
+        self.options = options;
+    }
+
     /// Creates the target directory if missing and cleans what a crash left behind.
     ///
     /// Removes a staging `..data_tmp`, version directories `..data` does not point to, a dangling
