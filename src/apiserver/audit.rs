@@ -7,9 +7,8 @@
 //! credential is named by its jti only.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -220,7 +219,7 @@ pub enum AuditError {
     Open {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: crate::private_files::PrivateFileError,
     },
     #[error("cannot serialise audit event {audit_id}: {source}")]
     Serialize {
@@ -254,17 +253,13 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    /// Opens (creating, mode 0600) `path` for appending.
+    /// Opens (creating, mode 0600) `path` for appending; never through a link, and never a
+    /// file someone else owns.
     pub fn open(path: &Path) -> Result<Self, AuditError> {
-        let file = OpenOptions::new()
-            .append(true)
-            .create(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|source| AuditError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
+        let file = crate::private_files::open_append(path).map_err(|source| AuditError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
         Ok(Self {
             path: path.to_owned(),
             file: Mutex::new(file),

@@ -39,7 +39,7 @@ pub fn print_api_summary(api: &super::setup::RunningApi) {
     }
     out.push_str(&format!(
         "admin token file: {}\n",
-        api.admin_token_file.display()
+        api.admin_token_file.path().display()
     ));
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(out.as_bytes());

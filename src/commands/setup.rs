@@ -23,6 +23,9 @@ use crate::issuer::keyring::KeyRing;
 use crate::issuer::keys::{verification_jwk_from_pem, Jwk};
 use crate::issuer::objects::ObjectStore;
 use crate::issuer::{Issuer, IssuerConfig, KeyAlgorithm, SigningKey};
+use crate::private_files::{
+    create_private, ensure_private_dir, read_private, replace_file, PrivateFileError, RunDirectory,
+};
 use crate::tls::CertificateAuthority;
 
 /// The key ring (signing key and extra verification keys) of `loaded`, shared by the API and
@@ -159,12 +162,10 @@ pub struct RunningApi {
     pub state: Arc<ApiState>,
     /// `https://host:port` of each listener.
     pub urls: Vec<String>,
-    pub admin_token_file: PathBuf,
+    pub admin_token_file: AdminTokenFile,
     /// Tells every listener to stop for good.
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    /// A generated admin token file in the temporary directory is ours to remove at exit.
-    remove_admin_token_file: bool,
 }
 
 impl RunningApi {
@@ -174,9 +175,7 @@ impl RunningApi {
         for task in self.tasks {
             let _ = task.await;
         }
-        if self.remove_admin_token_file {
-            let _ = std::fs::remove_file(&self.admin_token_file);
-        }
+        // A generated admin token's directory goes with `self.admin_token_file`.
     }
 }
 
@@ -225,14 +224,13 @@ pub async fn start_api(
         .map(|config| RustlsConfig::from_config(Arc::new(config)))
         .map_err(|e| CommandError::failure(e.to_string()))?;
     if let Some(path) = &args.ca_out {
-        std::fs::write(path, loaded.ca.cert_pem())
+        replace_file(path, loaded.ca.cert_pem().as_bytes(), 0o644)
             .map_err(|e| CommandError::usage(format!("--ca-out {}: {e}", path.display())))?;
     }
     if let Some(dir) = &args.admin_client_cert_out {
         write_admin_client_certificate(&loaded.ca, dir)?;
     }
-    let (admin_token, admin_token_file, remove_admin_token_file) =
-        admin_token(args.admin_token_file.as_deref())?;
+    let (admin_token, admin_token_file) = admin_token(args.admin_token_file.as_deref())?;
 
     let urls: Vec<String> = listeners
         .iter()
@@ -293,7 +291,6 @@ pub async fn start_api(
         admin_token_file,
         stop,
         tasks,
-        remove_admin_token_file,
     })
 }
 
@@ -448,126 +445,78 @@ fn write_admin_client_certificate(
     let (cert_pem, key_pem) = ca
         .client_certificate(ADMIN_CERT_USER, &[MASTERS_GROUP.to_owned()])
         .map_err(|e| CommandError::failure(format!("{flag}: {e}")))?;
-    let io_error = |path: &Path, e: std::io::Error| {
+    let io_error = |path: &Path, e: PrivateFileError| {
         CommandError::usage(format!("{flag} {}: {e}", path.display()))
     };
-    std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+    // The key is replaced whole inside a directory only this user can write.
+    ensure_private_dir(dir).map_err(|e| io_error(dir, e))?;
     let key_path = dir.join("admin.key");
-    write_private(&key_path, key_pem.as_bytes()).map_err(|e| io_error(&key_path, e))?;
+    replace_file(&key_path, key_pem.as_bytes(), 0o600).map_err(|e| io_error(&key_path, e))?;
     let cert_path = dir.join("admin.crt");
-    std::fs::write(&cert_path, cert_pem).map_err(|e| io_error(&cert_path, e))?;
+    replace_file(&cert_path, cert_pem.as_bytes(), 0o644).map_err(|e| io_error(&cert_path, e))?;
     tracing::info!(cert = %cert_path.display(), key = %key_path.display(), user = ADMIN_CERT_USER, "wrote the admin client certificate");
     Ok(())
 }
 
+/// Where the admin token lives: the user's `--admin-token-file`, or a file in a private
+/// directory of this run (removed at exit).
+pub enum AdminTokenFile {
+    Given(PathBuf),
+    Generated(RunDirectory),
+}
+
+const GENERATED_ADMIN_TOKEN_NAME: &str = "admin-token";
+
+impl AdminTokenFile {
+    pub fn path(&self) -> PathBuf {
+        match self {
+            Self::Given(path) => path.clone(),
+            Self::Generated(dir) => dir.path().join(GENERATED_ADMIN_TOKEN_NAME),
+        }
+    }
+}
+
 /// The admin token: read from `path` when it holds one, otherwise generated and written there
-/// (or to a file in the temporary directory, removed at exit) with mode 0600.
-fn admin_token(path: Option<&Path>) -> Result<(String, PathBuf, bool), CommandError> {
+/// (or into a private directory of this run) with mode 0600. An existing file is read only if
+/// it is the user's own, private, regular file, and a new one is created without following
+/// anything planted at the path (see [`crate::private_files`]).
+fn admin_token(path: Option<&Path>) -> Result<(String, AdminTokenFile), CommandError> {
     let flag = "--admin-token-file";
-    if let Some(path) = path {
-        match std::fs::read_to_string(path) {
-            Ok(text) if !text.trim().is_empty() => {
-                return Ok((text.trim().to_owned(), path.to_path_buf(), false))
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(CommandError::usage(format!(
-                    "{flag} {}: {e}",
-                    path.display()
-                )))
-            }
+    let error = |path: &Path, e: PrivateFileError| {
+        CommandError::usage(format!("{flag} {}: {e}", path.display()))
+    };
+    let existing = match path {
+        Some(path) => read_private(path).map_err(|e| error(path, e))?,
+        None => None,
+    };
+    if let (Some(path), Some(bytes)) = (path, &existing) {
+        let text = String::from_utf8_lossy(bytes);
+        if !text.trim().is_empty() {
+            return Ok((
+                text.trim().to_owned(),
+                AdminTokenFile::Given(path.to_path_buf()),
+            ));
         }
     }
     let mut bytes = [0u8; 32];
     aws_lc_rs::rand::fill(&mut bytes)
         .map_err(|_| CommandError::failure("no randomness for the admin token"))?;
     let token = URL_SAFE_NO_PAD.encode(bytes);
-    let (file, generated_path) = match path {
-        Some(path) => (path.to_path_buf(), false),
-        None => {
-            let dir = std::env::temp_dir();
-            remove_orphaned_admin_tokens(&dir);
-            (dir.join(admin_token_file_name(std::process::id())), true)
-        }
+    let file = match path {
+        Some(path) => AdminTokenFile::Given(path.to_path_buf()),
+        None => AdminTokenFile::Generated(RunDirectory::create().map_err(|e| {
+            CommandError::failure(format!(
+                "cannot create a private directory for the admin token: {e}; set TMPDIR to a writable directory or pass {flag}"
+            ))
+        })?),
     };
-    write_private(&file, token.as_bytes())
-        .map_err(|e| CommandError::usage(format!("{flag} {}: {e}", file.display())))?;
-    Ok((token, file, generated_path))
-}
-
-fn admin_token_file_name(pid: u32) -> String {
-    format!("projected-token-{pid}.admin-token")
-}
-
-/// The pid a default admin token file belongs to, if `name` is one.
-fn admin_token_file_pid(name: &str) -> Option<u32> {
-    name.strip_prefix("projected-token-")?
-        .strip_suffix(".admin-token")?
-        .parse()
-        .ok()
-}
-
-/// A process killed with SIGKILL cannot remove its default admin token file; the next one to
-/// start removes those whose process is gone, so the temporary directory does not fill up.
-fn remove_orphaned_admin_tokens(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
+    let target = file.path();
+    let written = if existing.is_some() {
+        // Our own private file, only empty: replaced whole.
+        replace_file(&target, token.as_bytes(), 0o600)
+    } else {
+        create_private(&target, token.as_bytes())
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        let Some(pid) = name.to_str().and_then(admin_token_file_pid) else {
-            continue;
-        };
-        let alive = i32::try_from(pid)
-            .ok()
-            .and_then(rustix::process::Pid::from_raw)
-            .is_some_and(|pid| {
-                // EPERM: alive but someone else's.
-                !matches!(
-                    rustix::process::test_kill_process(pid),
-                    Err(rustix::io::Errno::SRCH)
-                )
-            });
-        if !alive {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
-}
-
-/// Writes a secret file with mode 0600 from the start (never briefly world-readable).
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    // `mode` applies only to a new file; one that existed keeps its mode through truncation.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn orphaned_default_admin_token_files_are_removed_live_ones_kept() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let own = dir.path().join(admin_token_file_name(std::process::id()));
-        // A pid above the kernel's maximum (4194304) can never be alive.
-        let dead = dir.path().join(admin_token_file_name(4_194_399));
-        let other = dir.path().join("projected-token-notes.txt");
-        for path in [&own, &dead, &other] {
-            std::fs::write(path, "x").expect("write");
-        }
-        remove_orphaned_admin_tokens(dir.path());
-        assert!(own.exists(), "a live process's file is kept");
-        assert!(!dead.exists(), "a dead process's file is removed");
-        assert!(other.exists(), "other files are left alone");
-    }
+    written.map_err(|e| error(&target, e))?;
+    Ok((token, file))
 }

@@ -33,18 +33,34 @@ impl Running {
         // The admin token file goes here unless the test names one, so a killed process leaves
         // nothing behind in the shared temporary directory.
         let scratch = tempfile::tempdir().expect("scratch dir");
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .env(
                 "PROJECTED_TOKEN_ADMIN_TOKEN_FILE",
                 scratch.path().join("admin.token"),
             )
             .args(args)
+            .envs(env.iter().copied());
+        Self::from_command(command, scratch)
+    }
+
+    /// Runs `command` (the binary, or a shell that execs it) with the tests' defaults for the
+    /// log filter and the listen address unless it sets its own; `scratch` lives as long as it.
+    pub fn from_command(mut command: Command, scratch: tempfile::TempDir) -> Self {
+        let defaults = [
             // The binary's default filter: notify's INFO lines (a watch of a directory the
             // writer already removed, a race it reports and ignores) are noise.
-            .env("PROJECTED_TOKEN_LOG", "info,notify=warn")
+            ("PROJECTED_TOKEN_LOG", "info,notify=warn"),
             // Every test gets its own free port; 6443 would collide between parallel tests.
-            .env("PROJECTED_TOKEN_LISTEN", "127.0.0.1:0")
-            .envs(env.iter().copied())
+            ("PROJECTED_TOKEN_LISTEN", "127.0.0.1:0"),
+        ];
+        for (name, value) in defaults {
+            let set = command.get_envs().any(|(k, _)| k == name);
+            if !set {
+                command.env(name, value);
+            }
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
