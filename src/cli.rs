@@ -137,7 +137,18 @@ pub struct WritingArgs {
 /// The token issuer's keys and rules, as kube-apiserver's `--service-account-*` flags.
 #[derive(Debug, Args)]
 pub struct IssuerArgs {
-    /// PEM private key (RSA or EC P-256) to sign tokens with; generated in memory when absent.
+    /// Directory that keeps the generated CA, signing key, admin token and object uids across
+    /// restarts (created with mode 0700). Default: `$XDG_STATE_HOME/projected-token`, else
+    /// `~/.local/state/projected-token`.
+    #[arg(long, env = "PROJECTED_TOKEN_STATE_DIR", conflicts_with = "ephemeral")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Keep nothing: a new CA, signing key and admin token at every start (for tests).
+    #[arg(long, env = "PROJECTED_TOKEN_EPHEMERAL")]
+    pub ephemeral: bool,
+
+    /// PEM private key (RSA or EC P-256) to sign tokens with; default: the state directory's
+    /// (generated at the first start).
     #[arg(long, env = "PROJECTED_TOKEN_SIGNING_KEY")]
     pub signing_key: Option<PathBuf>,
 
@@ -145,7 +156,8 @@ pub struct IssuerArgs {
     #[arg(long, env = "PROJECTED_TOKEN_KEY_ALGORITHM", value_enum, default_value_t = KeyAlgorithmArg::Rs256)]
     pub key_algorithm: KeyAlgorithmArg,
 
-    /// PEM CA certificate written as `ca.crt` (needs --ca-key); generated in memory when absent.
+    /// PEM CA certificate written as `ca.crt` (needs --ca-key); default: the state directory's
+    /// (generated at the first start).
     #[arg(long, env = "PROJECTED_TOKEN_CA_CERT", requires = "ca_key")]
     pub ca_cert: Option<PathBuf>,
 
@@ -195,11 +207,17 @@ pub struct ServerArgs {
     #[arg(long = "san", env = "PROJECTED_TOKEN_SANS", value_delimiter = ',')]
     pub sans: Vec<String>,
 
-    /// File holding the admin bearer token: read if it exists and is not empty, otherwise a
-    /// random token is generated and written there (mode 0600). Default: a file in the
-    /// temporary directory, removed at exit.
+    /// File holding the admin bearer token: read if it exists and is not empty (it must be your
+    /// own file that group and others cannot read), otherwise a random token is generated and
+    /// written there (mode 0600). Default: `admin-token` in the state directory; with
+    /// --ephemeral, a file in a private temporary directory removed at exit.
     #[arg(long, env = "PROJECTED_TOKEN_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+
+    /// Write a kubeconfig for the admin to this file (server URL, the CA inline, the admin
+    /// token by `tokenFile`), for kubectl, client libraries and `sidecar --kubeconfig`.
+    #[arg(long, env = "PROJECTED_TOKEN_KUBECONFIG_OUT")]
+    pub kubeconfig_out: Option<PathBuf>,
 
     /// Write the CA certificate (PEM) that signs the serving certificate to this file.
     #[arg(long, env = "PROJECTED_TOKEN_CA_OUT")]
@@ -468,8 +486,10 @@ pub struct ApiConnectionArgs {
     pub ca: PathBuf,
 
     /// File holding the admin bearer token (the `admin token file` the emulator prints).
+    /// Default: `admin-token` in the default state directory, where `emulate` and `serve` keep
+    /// it unless told otherwise.
     #[arg(long, env = "PROJECTED_TOKEN_TOKEN_FILE")]
-    pub token_file: PathBuf,
+    pub token_file: Option<PathBuf>,
 
     /// Output format: text for people, or JSON (the server's answer, or `check`'s verdict).
     #[arg(long, short, env = "PROJECTED_TOKEN_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]

@@ -17,6 +17,7 @@ pub mod projection;
 pub mod refresher;
 pub mod report;
 pub mod source;
+pub mod state;
 pub mod tls;
 pub mod token;
 pub mod watch;

@@ -225,6 +225,11 @@ impl CertificateAuthority {
         Ok(config)
     }
 
+    /// The CA's private key, PEM (PKCS#8), e.g. to keep a generated CA.
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
     /// The issuer used to sign serving certificates.
     pub fn issuer(&self) -> &Issuer<'static, KeyPair> {
         &self.issuer

@@ -47,7 +47,7 @@ fn default_admin_token_lives_in_a_private_directory_not_at_a_planted_link() {
     let mut command = Command::new("sh");
     command
         .arg("-c")
-        .arg(r#"ln -s "$1" "$TMPDIR/projected-token-$$.admin-token"; exec "$2" serve"#)
+        .arg(r#"ln -s "$1" "$TMPDIR/projected-token-$$.admin-token"; exec "$2" serve --ephemeral"#)
         .arg("sh")
         .arg(&victim)
         .arg(BIN)

@@ -35,7 +35,8 @@ impl ApiClient {
             "the server's certificate (the emulator's ca.crt)",
         )
         .await?;
-        let authorization = read_bearer_token(&args.token_file).await?;
+        let token_file = admin_token_file(args.token_file.as_deref())?;
+        let authorization = read_bearer_token(&token_file).await?;
         let client = reqwest::Client::builder()
             .tls_certs_only([ca])
             .timeout(REQUEST_TIMEOUT)
@@ -48,7 +49,7 @@ impl ApiClient {
             base: base_url(&args.server),
             client,
             authorization,
-            token_file: args.token_file.clone(),
+            token_file,
         })
     }
 
@@ -165,6 +166,20 @@ fn base_url(server: &reqwest::Url) -> reqwest::Url {
 
 /// `Bearer <token>` from the token file, marked sensitive so it is never logged. Error messages
 /// name the file, never its content.
+/// `--token-file`, or the admin token the default state directory keeps.
+fn admin_token_file(flag: Option<&Path>) -> Result<PathBuf, CommandError> {
+    if let Some(path) = flag {
+        return Ok(path.to_path_buf());
+    }
+    crate::state::default_path()
+        .map(|dir| dir.join(crate::state::files::ADMIN_TOKEN))
+        .ok_or_else(|| {
+            CommandError::usage(
+                "--token-file is required: no default state directory (neither XDG_STATE_HOME nor HOME is set); pass the `admin token file` the emulator printed",
+            )
+        })
+}
+
 async fn read_bearer_token(path: &Path) -> Result<HeaderValue, CommandError> {
     let what = format!("--token-file {}", path.display());
     let metadata = tokio::fs::metadata(path)

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::serve::print_api_summary;
-use super::setup::{key_ring, load_issuer, load_objects, start_api, LoadedIssuer};
+use super::setup::{bind_listeners, key_ring, load_issuer, load_objects, start_api, LoadedIssuer};
 use super::volumes::{
     drop_ownership_unless_root, load_named_dirs, log_rotation, pod_volumes, pods_volumes,
     recover_volumes, single_volume, PodSet,
@@ -27,6 +27,10 @@ use crate::source::{LifetimeOverride, LocalIssuerSource, SourceError};
 
 pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
     let shutdown = shutdown_signal()?;
+    // Bound before anything is written: a taken port leaves no empty --dir behind.
+    let listeners = (!args.no_serve)
+        .then(|| bind_listeners(&args.server))
+        .transpose()?;
     let loaded = load_issuer(&args.issuer).await?;
     let data = DataSources {
         root_ca: loaded.ca.cert_pem().as_bytes().into(),
@@ -34,7 +38,7 @@ pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
         secrets: load_named_dirs("--secret", &args.writing.secrets)?,
     };
     let planning = Instant::now();
-    let planned = plan_volumes(&args, &data)?;
+    let planned = plan_volumes(&args, &data, &loaded)?;
     let mut volumes = planned.volumes;
     drop_ownership_unless_root(&mut volumes);
     let tokens: usize = volumes.iter().map(|v| v.plan.token_specs().count()).sum();
@@ -50,7 +54,7 @@ pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
         );
     }
     let objects = Arc::new(Mutex::new(load_objects(&args.server)?));
-    register_pods(&mut lock(&objects), &volumes);
+    register_pods(&mut lock(&objects), &volumes, &loaded);
     print_summary(
         &args,
         &loaded,
@@ -84,16 +88,25 @@ pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
     }
 
     let pods = ProjectedPods::new(&volumes);
-    let api = if args.no_serve {
-        None
-    } else {
+    let api = if let Some(listeners) = listeners {
         let limits = ledger_limits(tokens, pods.len());
-        let api = start_api(&loaded, keys, objects, clock.clone(), &args.server, limits).await?;
+        let api = start_api(
+            &loaded,
+            keys,
+            objects,
+            clock.clone(),
+            &args.server,
+            limits,
+            listeners,
+        )
+        .await?;
         print_api_summary(&api);
         // The projector is the kubelet of this emulated cluster: during a simulated API outage
         // its TokenRequests fail too, and are retried once the outage is over.
         source = source.with_availability(outage_check(api.state.clone(), clock.clone()));
         Some(api)
+    } else {
+        None
     };
     let mut refresher =
         Refresher::new(Arc::new(source), clock.clone(), volumes).on_rotation(log_rotation);
@@ -291,7 +304,7 @@ fn rotation_of(event: &RotationEvent) -> Rotation {
 
 /// The emulated pods and their service accounts exist in the API's object store, so their
 /// tokens authenticate (also with --no-auto-create). Declared service accounts keep their uids.
-fn register_pods(objects: &mut ObjectStore, volumes: &[ProjectedVolume]) {
+fn register_pods(objects: &mut ObjectStore, volumes: &[ProjectedVolume], loaded: &LoadedIssuer) {
     for volume in volumes {
         let pod = &volume.pod;
         if objects
@@ -301,7 +314,7 @@ fn register_pods(objects: &mut ObjectStore, volumes: &[ProjectedVolume]) {
             objects.put_service_account(
                 &pod.namespace,
                 &pod.service_account,
-                uuid::Uuid::new_v4().to_string(),
+                loaded.uid_for("ServiceAccount", &pod.namespace, &pod.service_account),
             );
         }
         objects.put_pod(
@@ -384,7 +397,11 @@ struct Planned {
     pod_set: Option<PodSet>,
 }
 
-fn plan_volumes(args: &EmulateArgs, data: &DataSources) -> Result<Planned, CommandError> {
+fn plan_volumes(
+    args: &EmulateArgs,
+    data: &DataSources,
+    loaded: &LoadedIssuer,
+) -> Result<Planned, CommandError> {
     let fsync = !args.writing.no_fsync;
     if let Some(path) = &args.pods {
         let mut set = pods_volumes(&args.dir, path, data, fsync)?;
@@ -399,7 +416,7 @@ fn plan_volumes(args: &EmulateArgs, data: &DataSources) -> Result<Planned, Comma
             let info = PodInfo {
                 namespace: args.namespace.clone(),
                 name: args.pod_name.clone(),
-                uid: uuid::Uuid::new_v4().to_string(),
+                uid: loaded.uid_for("Pod", &args.namespace, &args.pod_name),
                 service_account: args.service_account.clone(),
                 ..PodInfo::default()
             };

@@ -7,6 +7,7 @@ pub mod check;
 pub mod ctl;
 pub mod emulate;
 pub mod inspect;
+pub mod kubeconfig_out;
 pub mod serve;
 pub mod setup;
 pub mod sidecar;

@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::setup::{key_ring, load_issuer, load_objects, start_api};
+use super::setup::{bind_listeners, key_ring, load_issuer, load_objects, start_api};
 use super::{shutdown_signal, CommandError};
 use crate::apiserver::ledger::LedgerLimits;
 use crate::cli::ServeArgs;
@@ -10,6 +10,7 @@ use crate::clock::{Clock, SystemClock};
 
 pub async fn run(args: ServeArgs) -> Result<(), CommandError> {
     let shutdown = shutdown_signal()?;
+    let listeners = bind_listeners(&args.server)?;
     let loaded = load_issuer(&args.issuer).await?;
     let objects = Arc::new(Mutex::new(load_objects(&args.server)?));
     let keys = key_ring(&loaded)?;
@@ -21,6 +22,7 @@ pub async fn run(args: ServeArgs) -> Result<(), CommandError> {
         clock,
         &args.server,
         LedgerLimits::default(),
+        listeners,
     )
     .await?;
     print_api_summary(&api);

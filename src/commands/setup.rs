@@ -26,6 +26,7 @@ use crate::issuer::{Issuer, IssuerConfig, KeyAlgorithm, SigningKey};
 use crate::private_files::{
     create_private, ensure_private_dir, read_private, replace_file, PrivateFileError, RunDirectory,
 };
+use crate::state::{derived_uid, files as state_files, StateDir, StateError};
 use crate::tls::CertificateAuthority;
 
 /// The key ring (signing key and extra verification keys) of `loaded`, shared by the API and
@@ -46,20 +47,42 @@ pub struct LoadedIssuer {
     pub config: IssuerConfig,
     /// Keys whose tokens are accepted besides the signing key's.
     pub extra_jwks: Vec<Jwk>,
+    /// Where the identity is kept across restarts; `None` with `--ephemeral` (or no home).
+    pub state: Option<StateDir>,
+    /// Seed of the uids `emulate` gives its own objects (kept in the state directory).
+    uid_seed: Option<Vec<u8>>,
 }
 
-/// Loads keys, CA and rules. RSA key generation (60-200 ms) runs on a blocking thread while
+impl LoadedIssuer {
+    /// A uid for an object the emulator makes itself: the same at every start that shares the
+    /// state directory, so tokens bound to it survive a restart; random when ephemeral.
+    pub fn uid_for(&self, kind: &str, namespace: &str, name: &str) -> String {
+        match &self.uid_seed {
+            Some(seed) => derived_uid(seed, kind, namespace, name),
+            None => uuid::Uuid::new_v4().to_string(),
+        }
+    }
+}
+
+/// Loads keys, CA and rules. A generated identity is kept in (and read back from) the state
+/// directory. RSA key generation (60-200 ms, first start only) runs on a blocking thread while
 /// the CA and the rest load.
 pub async fn load_issuer(args: &IssuerArgs) -> Result<LoadedIssuer, CommandError> {
+    let state = open_state(args)?;
     let key_task = tokio::task::spawn_blocking({
         let path = args.signing_key.clone();
         let algorithm = match args.key_algorithm {
             KeyAlgorithmArg::Rs256 => KeyAlgorithm::Rs256,
             KeyAlgorithmArg::Es256 => KeyAlgorithm::Es256,
         };
-        move || load_signing_key(path.as_deref(), algorithm)
+        let state = state.clone();
+        move || load_signing_key(path.as_deref(), algorithm, state.as_ref())
     });
-    let ca = load_ca(args.ca_cert.as_deref(), args.ca_key.as_deref())?;
+    let ca = load_ca(
+        args.ca_cert.as_deref(),
+        args.ca_key.as_deref(),
+        state.as_ref(),
+    )?;
     let config = issuer_config(args)?;
     let extra_jwks = args
         .extra_verification_keys
@@ -71,6 +94,11 @@ pub async fn load_issuer(args: &IssuerArgs) -> Result<LoadedIssuer, CommandError
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let uid_seed = state
+        .as_ref()
+        .map(|state| state.load_or_create(state_files::UID_SEED, random_secret))
+        .transpose()
+        .map_err(state_error)?;
     let key = key_task
         .await
         .map_err(|e| CommandError::failure(format!("signing key task failed: {e}")))??;
@@ -82,35 +110,132 @@ pub async fn load_issuer(args: &IssuerArgs) -> Result<LoadedIssuer, CommandError
         ca,
         config,
         extra_jwks,
+        state,
+        uid_seed,
     })
+}
+
+/// The state directory of `--state-dir`, or the default one; none with `--ephemeral`. A default
+/// that cannot be used (no home, a read-only file system) is a warning, not a failure: the
+/// identity is then new at every start.
+fn open_state(args: &IssuerArgs) -> Result<Option<StateDir>, CommandError> {
+    if args.ephemeral {
+        return Ok(None);
+    }
+    if let Some(dir) = &args.state_dir {
+        return StateDir::open(dir)
+            .map(Some)
+            .map_err(|e| CommandError::usage(format!("--state-dir: {e}")));
+    }
+    let Some(dir) = crate::state::default_path() else {
+        tracing::warn!("no state directory (neither XDG_STATE_HOME nor HOME is set): the CA, signing key and admin token are new at every start; pass --state-dir to keep them");
+        return Ok(None);
+    };
+    match StateDir::open(&dir) {
+        Ok(state) => Ok(Some(state)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot use the default state directory: the CA, signing key and admin token are new at every start; pass --state-dir to keep them");
+            Ok(None)
+        }
+    }
+}
+
+fn state_error(e: StateError) -> CommandError {
+    CommandError::usage(format!(
+        "{e} (the state directory keeps the emulator's identity; --ephemeral starts without it)"
+    ))
+}
+
+/// 32 random bytes, base64url: an admin token or a seed.
+fn random_secret() -> Result<Vec<u8>, String> {
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| "no randomness".to_owned())?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes).into_bytes())
 }
 
 fn load_signing_key(
     path: Option<&Path>,
     algorithm: KeyAlgorithm,
+    state: Option<&StateDir>,
 ) -> Result<SigningKey, CommandError> {
-    match path {
-        Some(path) => {
+    let generate = || {
+        SigningKey::generate(algorithm)
+            .map_err(|e| CommandError::failure(format!("cannot generate a signing key: {e}")))
+    };
+    match (path, state) {
+        (Some(path), _) => {
             let pem = read_text("--signing-key", path)?;
             SigningKey::from_pem(&pem)
                 .map_err(|e| CommandError::usage(format!("--signing-key {}: {e}", path.display())))
         }
-        None => SigningKey::generate(algorithm)
-            .map_err(|e| CommandError::failure(format!("cannot generate a signing key: {e}"))),
+        (None, Some(state)) => {
+            let name =
+                state_files::signing_key(algorithm.jose_name().to_ascii_lowercase().as_str());
+            let pem = state
+                .load_or_create(&name, || {
+                    generate()
+                        .map(|key| key.private_key_pem().into_bytes())
+                        .map_err(|e| e.message)
+                })
+                .map_err(state_error)?;
+            SigningKey::from_pem(&String::from_utf8_lossy(&pem)).map_err(|e| {
+                CommandError::usage(format!(
+                    "{}: {e}; remove it and a new key is made at the next start",
+                    state.file(&name).display()
+                ))
+            })
+        }
+        (None, None) => generate(),
     }
 }
 
-fn load_ca(cert: Option<&Path>, key: Option<&Path>) -> Result<CertificateAuthority, CommandError> {
-    match (cert, key) {
-        (Some(cert), Some(key)) => {
+fn load_ca(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+    state: Option<&StateDir>,
+) -> Result<CertificateAuthority, CommandError> {
+    let generate = || {
+        CertificateAuthority::generate("projected-token emulator CA")
+            .map_err(|e| CommandError::failure(e.to_string()))
+    };
+    match (cert, key, state) {
+        (Some(cert), Some(key), _) => {
             let cert_pem = read_text("--ca-cert", cert)?;
             let key_pem = read_text("--ca-key", key)?;
             CertificateAuthority::from_pem(&cert_pem, &key_pem)
                 .map_err(|e| CommandError::usage(e.to_string()))
         }
-        _ => CertificateAuthority::generate("projected-token emulator CA")
-            .map_err(|e| CommandError::failure(e.to_string())),
+        (_, _, Some(state)) => {
+            // Certificate and key in one file, so racing starts cannot pair one's certificate
+            // with another's key.
+            let pem = state
+                .load_or_create(state_files::CA, || {
+                    generate()
+                        .map(|ca| format!("{}{}", ca.cert_pem(), ca.key_pem()).into_bytes())
+                        .map_err(|e| e.message)
+                })
+                .map_err(state_error)?;
+            ca_from_state(&String::from_utf8_lossy(&pem)).map_err(|e| {
+                CommandError::usage(format!(
+                    "{}: {e}; remove it and a new CA is made at the next start",
+                    state.file(state_files::CA).display()
+                ))
+            })
+        }
+        _ => generate(),
     }
+}
+
+/// The CA of the state file: its certificate block, then its key block.
+fn ca_from_state(text: &str) -> Result<CertificateAuthority, String> {
+    let blocks = pem::parse_many(text).map_err(|e| e.to_string())?;
+    let [cert, key] = blocks.as_slice() else {
+        return Err(format!(
+            "{} PEM blocks, expected a certificate and a key",
+            blocks.len()
+        ));
+    };
+    CertificateAuthority::from_pem(&pem::encode(cert), &pem::encode(key)).map_err(|e| e.to_string())
 }
 
 pub fn read_text(flag: &str, path: &Path) -> Result<String, CommandError> {
@@ -179,16 +304,11 @@ impl RunningApi {
     }
 }
 
-/// Binds every `--listen` address, then serves the API on each until [`RunningApi::shutdown`].
-/// `ledger_limits`: how much the usage ledger remembers (`emulate` sizes it to its pods).
-pub async fn start_api(
-    loaded: &LoadedIssuer,
-    keys: Arc<KeyRing>,
-    objects: Arc<Mutex<ObjectStore>>,
-    clock: Arc<dyn Clock>,
-    args: &ServerArgs,
-    ledger_limits: LedgerLimits,
-) -> Result<RunningApi, CommandError> {
+/// Every `--listen` address, bound: done first, so a taken port fails the start before
+/// anything is written.
+pub struct BoundListeners(Vec<(TcpListener, SocketAddr)>);
+
+pub fn bind_listeners(args: &ServerArgs) -> Result<BoundListeners, CommandError> {
     let mut listeners = Vec::new();
     for addr in &args.listen {
         let listener = TcpListener::bind(addr)
@@ -203,6 +323,20 @@ pub async fn start_api(
             .map_err(|e| CommandError::failure(format!("--listen {addr}: {e}")))?;
         listeners.push((listener, local));
     }
+    Ok(BoundListeners(listeners))
+}
+
+/// Serves the API on every bound listener until [`RunningApi::shutdown`].
+/// `ledger_limits`: how much the usage ledger remembers (`emulate` sizes it to its pods).
+pub async fn start_api(
+    loaded: &LoadedIssuer,
+    keys: Arc<KeyRing>,
+    objects: Arc<Mutex<ObjectStore>>,
+    clock: Arc<dyn Clock>,
+    args: &ServerArgs,
+    ledger_limits: LedgerLimits,
+    BoundListeners(listeners): BoundListeners,
+) -> Result<RunningApi, CommandError> {
     let mut sans: Vec<String> = CLUSTER_NAMES.iter().map(|s| s.to_string()).collect();
     for (_, local) in &listeners {
         if !local.ip().is_unspecified() {
@@ -230,7 +364,8 @@ pub async fn start_api(
     if let Some(dir) = &args.admin_client_cert_out {
         write_admin_client_certificate(&loaded.ca, dir)?;
     }
-    let (admin_token, admin_token_file) = admin_token(args.admin_token_file.as_deref())?;
+    let (admin_token, admin_token_file) =
+        admin_token(args.admin_token_file.as_deref(), loaded.state.as_ref())?;
 
     let urls: Vec<String> = listeners
         .iter()
@@ -243,6 +378,14 @@ pub async fn start_api(
         })
         .collect();
     let public_url = urls.first().cloned().unwrap_or_default();
+    if let Some(path) = &args.kubeconfig_out {
+        write_kubeconfig(
+            path,
+            &public_url,
+            loaded.ca.cert_pem(),
+            &admin_token_file.path(),
+        )?;
+    }
     let issuer = keys.issuer();
     let audit = args
         .audit_log
@@ -435,6 +578,22 @@ impl Listener {
     }
 }
 
+/// Writes `--kubeconfig-out` (mode 0600, replaced whole) for the admin token at `token_file`.
+fn write_kubeconfig(
+    path: &Path,
+    server: &str,
+    ca_pem: &str,
+    token_file: &Path,
+) -> Result<(), CommandError> {
+    let flag = "--kubeconfig-out";
+    let token_file = std::path::absolute(token_file)
+        .map_err(|e| CommandError::failure(format!("{flag}: {}: {e}", token_file.display())))?;
+    let yaml = super::kubeconfig_out::render(server, ca_pem, &token_file)
+        .map_err(|e| CommandError::failure(format!("{flag}: {e}")))?;
+    replace_file(path, yaml.as_bytes(), 0o600)
+        .map_err(|e| CommandError::usage(format!("{flag} {}: {e}", path.display())))
+}
+
 /// Writes `admin.crt` and `admin.key` (mode 0600) to `dir`: a client certificate of the CA for
 /// `kubernetes-admin` in `system:masters`, as kubeadm's admin.conf user.
 fn write_admin_client_certificate(
@@ -458,10 +617,10 @@ fn write_admin_client_certificate(
     Ok(())
 }
 
-/// Where the admin token lives: the user's `--admin-token-file`, or a file in a private
-/// directory of this run (removed at exit).
+/// Where the admin token lives: the user's `--admin-token-file` or the state directory's file
+/// (both kept), or a file in a private directory of this run (removed at exit).
 pub enum AdminTokenFile {
-    Given(PathBuf),
+    Kept(PathBuf),
     Generated(RunDirectory),
 }
 
@@ -470,18 +629,32 @@ const GENERATED_ADMIN_TOKEN_NAME: &str = "admin-token";
 impl AdminTokenFile {
     pub fn path(&self) -> PathBuf {
         match self {
-            Self::Given(path) => path.clone(),
+            Self::Kept(path) => path.clone(),
             Self::Generated(dir) => dir.path().join(GENERATED_ADMIN_TOKEN_NAME),
         }
     }
 }
 
 /// The admin token: read from `path` when it holds one, otherwise generated and written there
-/// (or into a private directory of this run) with mode 0600. An existing file is read only if
-/// it is the user's own, private, regular file, and a new one is created without following
-/// anything planted at the path (see [`crate::private_files`]).
-fn admin_token(path: Option<&Path>) -> Result<(String, AdminTokenFile), CommandError> {
+/// (or kept in the state directory, or without one in a private directory of this run) with
+/// mode 0600. An existing file is read only if it is the user's own, private, regular file, and
+/// a new one is created without following anything planted at the path (see
+/// [`crate::private_files`]).
+fn admin_token(
+    path: Option<&Path>,
+    state: Option<&StateDir>,
+) -> Result<(String, AdminTokenFile), CommandError> {
     let flag = "--admin-token-file";
+    if let (None, Some(state)) = (path, state) {
+        let token = state
+            .load_or_create(state_files::ADMIN_TOKEN, random_secret)
+            .map_err(state_error)?;
+        let token = String::from_utf8_lossy(&token).trim().to_owned();
+        return Ok((
+            token,
+            AdminTokenFile::Kept(state.file(state_files::ADMIN_TOKEN)),
+        ));
+    }
     let error = |path: &Path, e: PrivateFileError| {
         CommandError::usage(format!("{flag} {}: {e}", path.display()))
     };
@@ -494,16 +667,14 @@ fn admin_token(path: Option<&Path>) -> Result<(String, AdminTokenFile), CommandE
         if !text.trim().is_empty() {
             return Ok((
                 text.trim().to_owned(),
-                AdminTokenFile::Given(path.to_path_buf()),
+                AdminTokenFile::Kept(path.to_path_buf()),
             ));
         }
     }
-    let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes)
-        .map_err(|_| CommandError::failure("no randomness for the admin token"))?;
-    let token = URL_SAFE_NO_PAD.encode(bytes);
+    let token = random_secret().map_err(|e| CommandError::failure(format!("admin token: {e}")))?;
+    let token = String::from_utf8_lossy(&token).into_owned();
     let file = match path {
-        Some(path) => AdminTokenFile::Given(path.to_path_buf()),
+        Some(path) => AdminTokenFile::Kept(path.to_path_buf()),
         None => AdminTokenFile::Generated(RunDirectory::create().map_err(|e| {
             CommandError::failure(format!(
                 "cannot create a private directory for the admin token: {e}; set TMPDIR to a writable directory or pass {flag}"

@@ -45,9 +45,15 @@ impl Running {
     }
 
     /// Runs `command` (the binary, or a shell that execs it) with the tests' defaults for the
-    /// log filter and the listen address unless it sets its own; `scratch` lives as long as it.
+    /// log filter, the listen address and the state directory unless it sets its own;
+    /// `scratch` lives as long as it.
     pub fn from_command(mut command: Command, scratch: tempfile::TempDir) -> Self {
+        // Each process gets its own default state directory (a fresh identity), as before
+        // identities were kept; tests of the kept state pass --state-dir.
+        let state_home = scratch.path().join("state-home");
+        let state_home = state_home.to_str().expect("utf-8 scratch path");
         let defaults = [
+            ("XDG_STATE_HOME", state_home),
             // The binary's default filter: notify's INFO lines (a watch of a directory the
             // writer already removed, a race it reports and ignores) are noise.
             ("PROJECTED_TOKEN_LOG", "info,notify=warn"),
