@@ -58,16 +58,18 @@ impl<S: TokenSource> Refresher<S> {
         let Some(step) = watch.observe(self.clock.as_ref()) else {
             return;
         };
+        // In whole seconds: the nanoseconds between two clock reads are noise.
+        let size = SignedDuration::from_secs(step.abs().as_secs());
         if step.is_positive() {
             tracing::warn!(
-                step = %format_args!("{step:#}"),
+                step = %format_args!("{size:#}"),
                 "the wall clock jumped forward (it was set, or the machine slept); refreshing the tokens now due"
             );
             return;
         }
         let brought_forward = self.reschedule_after_step_back();
         tracing::warn!(
-            step = %format_args!("{:#}", step.abs()),
+            step = %format_args!("{size:#}"),
             brought_forward,
             "the wall clock was set back; refreshes are kept to their real lifetimes"
         );
