@@ -18,7 +18,7 @@ use crate::apiserver::metrics::Metrics;
 use crate::apiserver::outage::{Outage, OutageMode, OutageSwitch};
 use crate::apiserver::server::{router, ApiState};
 use crate::cli::{IssuerArgs, KeyAlgorithmArg, ServerArgs};
-use crate::clock::Clock;
+use crate::clock::{Clock, WALL_CLOCK_RECHECK};
 use crate::issuer::keyring::KeyRing;
 use crate::issuer::keys::{verification_jwk_from_pem, Jwk};
 use crate::issuer::objects::ObjectStore;
@@ -537,19 +537,21 @@ impl Listener {
     /// Waits while a refusing outage is on (it may be replaced or ended early). False when the
     /// server is stopping.
     async fn wait_out_outage(&mut self) -> bool {
+        let mut outages_open = true;
         loop {
             let Some(outage) = self.refusing_now() else {
                 return true;
             };
-            let left =
-                Duration::try_from(outage.remaining(self.clock.now())).unwrap_or(Duration::ZERO);
+            // The end is a wall-clock time; a sleep runs on the monotonic clock, which a step of
+            // the wall clock forward does not move: look again at least every re-check period.
+            let left = Duration::try_from(outage.remaining(self.clock.now()))
+                .unwrap_or(Duration::ZERO)
+                .min(WALL_CLOCK_RECHECK);
             tokio::select! {
                 _ = tokio::time::sleep(left) => {}
-                changed = self.outage.changed() => {
-                    if changed.is_err() {
-                        tokio::time::sleep(left).await;
-                        return true;
-                    }
+                changed = self.outage.changed(), if outages_open => {
+                    // No more changes can come: the outage ends when its time is up.
+                    outages_open = changed.is_ok();
                 }
                 _ = self.stop.changed() => return false,
             }

@@ -5,7 +5,8 @@
 //! [`MAX_IN_FLIGHT`] volumes at a time: request, then rewrite the volume whole through the atomic
 //! writer on a blocking thread), and schedules each token's next refresh by the kubelet's rule
 //! with a fresh jitter (anywhere in the kubelet's range, not only its whole seconds). Every queue
-//! operation is O(log n); there is no task or timer per token.
+//! operation is O(log n); there is no task or timer per token. Deadlines are wall-clock times
+//! (the kubelet's rule is); [`wall_clock`] keeps them true when the wall clock steps.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -23,6 +24,9 @@ use crate::source::{BoundPod, SourceError, TokenGrant, TokenRequest, TokenSource
 
 pub mod heal;
 mod jobs;
+mod wall_clock;
+#[cfg(test)]
+mod wall_clock_tests;
 
 pub use jobs::MAX_IN_FLIGHT;
 use jobs::{Done, Jobs, WriteResult};
@@ -120,6 +124,9 @@ struct TokenSlot {
     /// When this slot is next due, and the generation of its live queue entry: rescheduling
     /// bumps the generation, so an entry superseded by a later schedule is skipped when popped.
     next_due: Timestamp,
+    /// `next_due` on the monotonic clock, as it was when scheduled: a step of the wall clock
+    /// back must not delay the refresh beyond it (see [`wall_clock`]).
+    steady_due: Option<tokio::time::Instant>,
     generation: u64,
     /// When the slot first came due since its last publication (see `RotationEvent::scheduled_at`).
     due_since: Option<Timestamp>,
@@ -239,6 +246,7 @@ impl<S: TokenSource> Refresher<S> {
                         written_jti: None,
                         unpublished: false,
                         next_due: Timestamp::UNIX_EPOCH,
+                        steady_due: None,
                         generation: 0,
                         due_since: None,
                         due: false,
@@ -451,6 +459,8 @@ impl<S: TokenSource> Refresher<S> {
     /// finished, so no temporary directory is left.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), RefresherError> {
         let started = std::time::Instant::now();
+        // From the start, so a step during the first projection is noticed too.
+        let mut steps = wall_clock::StepWatch::new(self.clock.as_ref());
         let mut shutdown = std::pin::pin!(shutdown);
         let Some(written) = self.project(false, &mut shutdown).await? else {
             return Ok(()); // shut down during the first projection
@@ -468,6 +478,7 @@ impl<S: TokenSource> Refresher<S> {
         let sleep = tokio::time::sleep(Duration::ZERO);
         let mut sleep = std::pin::pin!(sleep);
         loop {
+            self.notice_clock_step(&mut steps);
             self.collect_due(&mut ready);
             while jobs.has_room() {
                 let Some(volume_index) = ready.pop_front() else {
@@ -475,15 +486,11 @@ impl<S: TokenSource> Refresher<S> {
                 };
                 self.start(&mut jobs, volume_index);
             }
-            // Sleep until the earliest deadline (or until a job ends, a control request or
-            // shutdown comes): no polling.
-            let wait = self
-                .queue
-                .peek()
-                .map(|Reverse((deadline, ..))| deadline.duration_since(self.clock.now()))
-                .map(|wait| Duration::try_from(wait).unwrap_or(Duration::ZERO));
-            if let Some(wait) = wait {
-                sleep.as_mut().reset(tokio::time::Instant::now() + wait);
+            // Sleep until the earliest deadline, or the next look at the wall clock (or until a
+            // job ends, a control request or shutdown comes).
+            let wake = self.next_wake();
+            if let Some(wake) = wake {
+                sleep.as_mut().reset(wake);
             }
             tokio::select! {
                 _ = &mut shutdown => {
@@ -505,7 +512,7 @@ impl<S: TokenSource> Refresher<S> {
                         self.handle_control(control, &mut ready);
                     }
                 }
-                _ = &mut sleep, if wait.is_some() => {}
+                _ = &mut sleep, if wake.is_some() => {}
             }
         }
     }
@@ -743,9 +750,11 @@ impl<S: TokenSource> Refresher<S> {
 
     /// (Re)schedules one token; any earlier queue entry of it becomes stale.
     fn schedule(&mut self, volume_index: usize, token_index: usize, at: Timestamp) {
+        let wait = at.duration_since(self.clock.now());
         let slot = &mut self.volumes[volume_index].tokens[token_index];
         slot.generation = slot.generation.wrapping_add(1);
         slot.next_due = at;
+        slot.steady_due = wall_clock::steady_deadline(wait);
         self.queue
             .push(Reverse((at, volume_index, token_index, slot.generation)));
         // Rescheduling leaves the superseded entry in the heap until its time comes; a burst of

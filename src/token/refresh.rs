@@ -149,6 +149,32 @@ impl TokenLifetime {
     }
 }
 
+/// When a refresh that was due at `scheduled` on the wall clock is due once the wall clock
+/// stepped (it was set, or the machine slept): `steady_left` is what remains of the wait as
+/// measured on the monotonic clock since it was scheduled, `issued_at` the issue time of the token
+/// in hand (if any), `now` the wall clock after the step.
+///
+/// A token's lifetime runs out in real time, whatever the clock reads. So a step back never
+/// delays a refresh beyond the wait that was scheduled (the earlier of the two deadlines wins),
+/// while a step forward brings it due at once (the wall clock's deadline is the earlier: a
+/// suspended machine's tokens aged meanwhile, and an apiserver whose clock we now agree with
+/// treats them as that old). A token issued in the future of the clock is due now, as
+/// [`TokenLifetime::requires_refresh`] says: a verifier on this clock would reject its `nbf`.
+pub fn due_after_clock_step(
+    scheduled: Timestamp,
+    steady_left: SignedDuration,
+    issued_at: Option<Timestamp>,
+    now: Timestamp,
+) -> Timestamp {
+    if issued_at.is_some_and(|issued| now < issued) {
+        return now;
+    }
+    let by_steady_clock = now
+        .checked_add(steady_left.max(SignedDuration::ZERO))
+        .unwrap_or(Timestamp::MAX);
+    scheduled.min(by_steady_clock)
+}
+
 /// The span in which a kubelet would refresh a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RefreshWindow {
@@ -293,6 +319,57 @@ mod tests {
     fn clock_before_issue_time_forces_refresh() {
         let l = lifetime(600, Some(600), None);
         assert!(l.requires_refresh(at(-1), 0));
+    }
+
+    #[test]
+    fn after_a_clock_step_a_refresh_is_never_later_than_its_real_wait() {
+        use crate::clock::{Clock, ManualClock};
+        let secs = SignedDuration::from_secs;
+        // A 600 s token issued at T0, its refresh scheduled at 480 s (no jitter).
+        let token = lifetime(600, Some(600), None);
+        let scheduled = token.refresh_at(0);
+        assert_eq!(scheduled, at(480_000));
+        let issued = Some(token.issued_at);
+
+        // 300 s later the clock is set back by 200 s: it reads T0 + 100 s. By the wall clock
+        // the refresh would come 380 s later, at 680 s of real time, after the token's end; the
+        // 180 s of the wait left on the monotonic clock win.
+        let clock = ManualClock::new(at(300_000));
+        clock.advance(-secs(200));
+        let due = due_after_clock_step(scheduled, secs(180), issued, clock.now());
+        assert_eq!(due, at(280_000));
+        assert!(!token.requires_refresh(clock.now(), 0));
+        assert!(due.duration_since(clock.now()) == secs(180));
+
+        // Set back before the issue time: due now (a verifier on this clock rejects its nbf).
+        clock.set(at(300_000));
+        clock.advance(-secs(3600));
+        assert_eq!(
+            due_after_clock_step(scheduled, secs(180), issued, clock.now()),
+            clock.now()
+        );
+        assert!(token.requires_refresh(clock.now(), 0));
+
+        // Set forward by an hour: the wall clock's deadline, long past, wins.
+        clock.set(at(300_000));
+        clock.advance(secs(3600));
+        assert_eq!(
+            due_after_clock_step(scheduled, secs(180), issued, clock.now()),
+            scheduled
+        );
+        assert!(token.requires_refresh(clock.now(), 9));
+
+        // No step at all (both clocks agree): the deadline stays where it was.
+        clock.set(at(300_000));
+        assert_eq!(
+            due_after_clock_step(scheduled, secs(180), issued, clock.now()),
+            scheduled
+        );
+        // A retry with no token in hand, and a wait already over on the monotonic clock.
+        assert_eq!(
+            due_after_clock_step(scheduled, -secs(5), None, at(100_000)),
+            at(100_000)
+        );
     }
 
     #[test]

@@ -354,6 +354,11 @@ static NEXT_SERVER: AtomicUsize = AtomicUsize::new(0);
 /// Starts `serve` with `args`, its CA written to and admin token kept in files under `dir`, and
 /// waits until it has printed where it serves.
 pub fn start_serve(dir: &Path, args: &[&str]) -> ApiServer {
+    start_serve_with_env(dir, args, &[])
+}
+
+/// As [`start_serve`], with `env` set for the process (see [`Running::spawn_with_env`]).
+pub fn start_serve_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> ApiServer {
     let n = NEXT_SERVER.fetch_add(1, Ordering::Relaxed);
     let ca_out = dir.join(format!("serve-{n}-ca.crt"));
     let admin_file = dir.join(format!("serve-{n}-admin-token"));
@@ -361,7 +366,7 @@ pub fn start_serve(dir: &Path, args: &[&str]) -> ApiServer {
     let admin_arg = format!("--admin-token-file={}", admin_file.display());
     let mut full = vec!["serve", ca_arg.as_str(), admin_arg.as_str()];
     full.extend_from_slice(args);
-    let process = Running::spawn(&full);
+    let process = Running::spawn_with_env(&full, env);
     let lines = process.wait_for_stdout("admin token file: ", SERVE_STARTUP);
     let urls: Vec<String> = lines
         .iter()
