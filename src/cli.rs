@@ -71,7 +71,7 @@ pub struct EmulateArgs {
     /// Many pods, as one kubelet runs them: a directory of Pod manifests (`*.yaml`, `*.yml`,
     /// `*.json`; one pod per file or several separated by `---`) or one such file. Each pod's
     /// volumes go to `--dir/<namespace>/<pod-name>/<volume-name>/`, each with its own tokens.
-    #[arg(long, env = "PROJECTED_TOKEN_PODS", conflicts_with_all = ["pod", "namespace", "pod_name", "service_account"])]
+    #[arg(long, env = "PROJECTED_TOKEN_PODS", conflicts_with_all = ["pod", "namespace", "pod_name", "service_account", "node_name"])]
     pub pods: Option<PathBuf>,
 
     /// Namespace of the emulated pod (without --pod or --pods).
@@ -89,6 +89,15 @@ pub struct EmulateArgs {
         default_value = "default"
     )]
     pub service_account: String,
+
+    /// Node the emulated pod runs on (without --pod or --pods): its name and uid go into the
+    /// pod's tokens, as on a 1.32+ cluster.
+    #[arg(
+        long,
+        env = "PROJECTED_TOKEN_NODE_NAME",
+        default_value = "emulated-node"
+    )]
+    pub node_name: String,
 
     #[command(flatten)]
     pub issuer: IssuerArgs,

@@ -86,3 +86,68 @@ fn a_taken_port_fails_before_anything_is_written() {
         "nothing of the state either"
     );
 }
+
+/// Pod-bound tokens are shaped as a 1.32+ cluster's: the default emulated pod runs on an
+/// emulated node whose name and uid are in its token (and printed at start); a `--pod` on a node
+/// declared in `--objects` gets that node's uid.
+#[test]
+fn projected_tokens_carry_the_node_name_and_uid() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("default");
+    let emulate = Running::spawn(&["emulate", "--dir", dir.to_str().expect("utf-8")]);
+    let summary = emulate.wait_for_stdout("  node:", STARTUP);
+    let printed = summary.last().expect("node line").to_owned();
+    wait_for_file(&dir.join("token"), STARTUP);
+    let claims = decode(&std::fs::read_to_string(dir.join("token")).expect("token"))
+        .expect("a JWT")
+        .claims;
+    let node = &claims["kubernetes.io"]["node"];
+    assert_eq!(node["name"], "emulated-node");
+    let uid = node["uid"].as_str().expect("node uid");
+    assert!(uuid_like(uid), "{uid}");
+    assert_eq!(
+        printed.trim(),
+        format!("node:            emulated-node (uid {uid})")
+    );
+    drop(emulate);
+
+    let pod = tmp.path().join("pod.yaml");
+    std::fs::write(
+        &pod,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: app, namespace: team}\n\
+         spec:\n  nodeName: worker-1\n  serviceAccountName: app\n  containers: [{name: c, image: x}]\n\
+         \x20 volumes:\n  - name: tokens\n    projected:\n      sources:\n      - serviceAccountToken: {path: token, audience: vault}\n",
+    )
+    .expect("pod");
+    let objects = tmp.path().join("objects.yaml");
+    std::fs::write(
+        &objects,
+        "apiVersion: v1\nkind: Node\nmetadata: {name: worker-1, uid: 6d3c1a2e-0000-4000-8000-000000000001}\n",
+    )
+    .expect("objects");
+    let volumes = tmp.path().join("volumes");
+    let _emulate = Running::spawn(&[
+        "emulate",
+        "--dir",
+        volumes.to_str().expect("utf-8"),
+        "--pod",
+        pod.to_str().expect("utf-8"),
+        "--objects",
+        objects.to_str().expect("utf-8"),
+    ]);
+    let token = volumes.join("tokens/token");
+    wait_for_file(&token, STARTUP);
+    let claims = decode(&std::fs::read_to_string(&token).expect("token"))
+        .expect("a JWT")
+        .claims;
+    assert_eq!(
+        claims["kubernetes.io"]["node"],
+        serde_json::json!({"name": "worker-1", "uid": "6d3c1a2e-0000-4000-8000-000000000001"})
+    );
+}
+
+fn uuid_like(text: &str) -> bool {
+    let parts: Vec<&str> = text.split('-').collect();
+    parts.iter().map(|p| p.len()).collect::<Vec<_>>() == [8, 4, 4, 4, 12]
+        && text.chars().all(|c| c == '-' || c.is_ascii_hexdigit())
+}

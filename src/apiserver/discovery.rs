@@ -8,15 +8,25 @@ use serde_json::{json, Value};
 pub const EMULATED_MAJOR: &str = "1";
 pub const EMULATED_MINOR: &str = "37";
 
-/// `/version`.
+/// The oldest minor version the emulated server is compatible with: one before, as a 1.33+
+/// kube-apiserver reports by default (`--emulated-version` unset).
+const MIN_COMPATIBILITY_MINOR: &str = "36";
+/// `buildDate` of `/version`: the date of this release of projected-token.
+const RELEASE_DATE: &str = "2026-12-04T00:00:00Z";
+
+/// `/version`, with the emulation and compatibility fields of a 1.33+ server, in its order.
 pub fn version_info() -> Value {
     json!({
         "major": EMULATED_MAJOR,
         "minor": EMULATED_MINOR,
+        "emulationMajor": EMULATED_MAJOR,
+        "emulationMinor": EMULATED_MINOR,
+        "minCompatibilityMajor": EMULATED_MAJOR,
+        "minCompatibilityMinor": MIN_COMPATIBILITY_MINOR,
         "gitVersion": format!("v{EMULATED_MAJOR}.{EMULATED_MINOR}.0-projected-token.{}", env!("CARGO_PKG_VERSION")),
         "gitCommit": "",
         "gitTreeState": "clean",
-        "buildDate": "1970-01-01T00:00:00Z",
+        "buildDate": RELEASE_DATE,
         "goVersion": "n/a (projected-token, Rust)",
         "compiler": "rustc",
         "platform": format!("{}/{}", std::env::consts::OS, go_arch()),
@@ -123,6 +133,24 @@ mod tests {
             doc,
             r#"{"issuer":"https://issuer","jwks_uri":"https://127.0.0.1:6443/openid/v1/jwks","response_types_supported":["id_token"],"subject_types_supported":["public"],"id_token_signing_alg_values_supported":["ES256","RS256"]}"#
         );
+    }
+
+    #[test]
+    fn version_has_the_emulation_fields_of_a_1_33_server() {
+        let info: k8s_openapi::apimachinery::pkg::version::Info =
+            serde_json::from_value(version_info()).expect("version.Info");
+        assert_eq!((info.major.as_str(), info.minor.as_str()), ("1", "37"));
+        let doc = version_info();
+        for (field, value) in [
+            ("emulationMajor", "1"),
+            ("emulationMinor", "37"),
+            ("minCompatibilityMajor", "1"),
+            ("minCompatibilityMinor", "36"),
+        ] {
+            assert_eq!(doc[field], value, "{field}");
+        }
+        let built: jiff::Timestamp = info.build_date.parse().expect("an RFC 3339 buildDate");
+        assert!(built > jiff::Timestamp::UNIX_EPOCH);
     }
 
     #[test]

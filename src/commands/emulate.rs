@@ -75,6 +75,10 @@ pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
                 .map(|sa| sa.uid.clone())
                 .unwrap_or_default()
         }
+    })
+    .with_node_uids({
+        let objects = objects.clone();
+        move |node: &str| lock(&objects).node(node).map(|n| n.uid.clone())
     });
 
     let preparing = Instant::now();
@@ -317,6 +321,13 @@ fn register_pods(objects: &mut ObjectStore, volumes: &[ProjectedVolume], loaded:
                 loaded.uid_for("ServiceAccount", &pod.namespace, &pod.service_account),
             );
         }
+        // The pod's node exists too, so its uid goes into the pod's tokens (an `--objects`
+        // node keeps its own uid).
+        if let Some(node) = pod.node_name.as_deref() {
+            if objects.node(node).is_none() {
+                objects.put_node(node, loaded.uid_for("Node", "", node));
+            }
+        }
         objects.put_pod(
             &pod.namespace,
             &pod.name,
@@ -363,6 +374,13 @@ fn print_summary(
                 "  pod:             {}/{} (uid {})\n  service account: {} (uid {})\n",
                 pod.namespace, pod.name, pod.uid, pod.service_account, sa_uid
             ));
+            if let Some(node) = &pod.node_name {
+                let node_uid = objects
+                    .node(node)
+                    .map(|n| n.uid.as_str())
+                    .unwrap_or_default();
+                out.push_str(&format!("  node:            {node} (uid {node_uid})\n"));
+            }
         }
         (None, None) => {}
     }
@@ -418,6 +436,7 @@ fn plan_volumes(
                 name: args.pod_name.clone(),
                 uid: loaded.uid_for("Pod", &args.namespace, &args.pod_name),
                 service_account: args.service_account.clone(),
+                node_name: Some(args.node_name.clone()),
                 ..PodInfo::default()
             };
             let name = default_volume_name(|n| fastrand::usize(..n));

@@ -161,8 +161,12 @@ pub struct LocalIssuerSource {
     /// Emulator-only `--expiration-seconds`: replaces every token's lifetime.
     lifetime_override: LifetimeOverride,
     service_account_uid: ServiceAccountUids,
+    /// The uid of a pod's node, when the node is known (its name alone otherwise).
+    node_uid: Option<NodeUids>,
     availability: Option<Availability>,
 }
+
+type NodeUids = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 impl LocalIssuerSource {
     /// `service_account_uid(namespace, name)` gives the uid to put in the claims.
@@ -177,8 +181,19 @@ impl LocalIssuerSource {
             clock,
             lifetime_override,
             service_account_uid: Arc::new(service_account_uid),
+            node_uid: None,
             availability: None,
         }
+    }
+
+    /// Puts the uid `node_uid(name)` of a bound pod's node into its tokens, as kube-apiserver
+    /// 1.32+ does (`ServiceAccountTokenPodNodeInfo`).
+    pub fn with_node_uids(
+        mut self,
+        node_uid: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.node_uid = Some(Arc::new(node_uid));
+        self
     }
 
     /// Asks `available` before every request: an error (e.g. a simulated API outage) is the
@@ -204,10 +219,10 @@ impl LocalIssuerSource {
                 kind: BoundKind::Pod,
                 name: pod.name.clone(),
                 uid: pod.uid.clone(),
-                node: pod
-                    .node_name
-                    .as_ref()
-                    .map(|node| ObjectRef::new(node.clone(), String::new())),
+                node: pod.node_name.as_ref().map(|node| {
+                    let uid = self.node_uid.as_ref().and_then(|uid_of| uid_of(node));
+                    ObjectRef::new(node.clone(), uid.unwrap_or_default())
+                }),
             }),
         };
         // Time compression happens before validation so that lifetimes below 600 s pass; the
