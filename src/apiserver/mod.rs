@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod authn;
+pub mod body;
 pub mod controls;
 pub mod discovery;
 pub mod ledger;
