@@ -285,7 +285,7 @@ async fn idle_connections_are_closed_after_the_idle_bound_on_both_protocols() {
     // The header bound is longer, so the idle bound is what closes kept-alive connections.
     let server = start_serve(
         dir.path(),
-        &["--read-header-timeout=20s", "--idle-timeout=1s"],
+        &["--read-header-timeout=20s", "--idle-timeout=2s"],
     );
     let addr = address(&server);
 
@@ -296,8 +296,8 @@ async fn idle_connections_are_closed_after_the_idle_bound_on_both_protocols() {
         .await
         .expect("TLS");
     http2.write_all(&h2_preface()).await.expect("preface");
-    // Requests every 300 ms for 1.5 s: activity keeps a connection open past the idle bound.
-    for n in 0..6u32 {
+    // Requests every 300 ms for 2.4 s: activity keeps a connection open past the idle bound.
+    for n in 0..8u32 {
         assert_eq!(
             http1_get(&mut http1, "/livez").await.expect("HTTP/1.1 GET"),
             200

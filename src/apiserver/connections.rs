@@ -71,11 +71,6 @@ impl ConnectionSlots {
             max_connections.clamp(1, Semaphore::MAX_PERMITS),
         )))
     }
-
-    /// Slots not taken now.
-    pub fn available(&self) -> usize {
-        self.0.available_permits()
-    }
 }
 
 /// The peer of a connection: the address type of our listener for axum-server.
