@@ -253,6 +253,22 @@ pub struct ServerArgs {
     /// Append an audit log (JSON lines, audit.k8s.io/v1 Event) to this file.
     #[arg(long, env = "PROJECTED_TOKEN_AUDIT_LOG")]
     pub audit_log: Option<PathBuf>,
+
+    /// How long a client has for its TLS handshake, and then for the headers of each request
+    /// (over HTTP/1.1 this includes the wait for the next request on a kept-alive connection;
+    /// over HTTP/2 the first request must arrive by then). kube-apiserver's ReadHeaderTimeout.
+    #[arg(long, env = "PROJECTED_TOKEN_READ_HEADER_TIMEOUT", default_value = "32s", value_parser = parse_positive_duration)]
+    pub read_header_timeout: jiff::SignedDuration,
+
+    /// A connection with no request in flight for this long is closed (HTTP/2 with a GOAWAY).
+    /// kube-apiserver's IdleTimeout.
+    #[arg(long, env = "PROJECTED_TOKEN_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_positive_duration)]
+    pub idle_timeout: jiff::SignedDuration,
+
+    /// The most connections open at once, across every --listen address; further clients wait
+    /// in the kernel's listen queue until one closes. Lowered to fit the open-file limit.
+    #[arg(long, env = "PROJECTED_TOKEN_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 }
 
 #[derive(Debug, Args)]

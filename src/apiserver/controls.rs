@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -17,6 +17,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::body::read_body;
 use super::outage::{Outage, OutageMode, MAX_OUTAGE_SECONDS};
 use super::server::{admin_reason, json_response, respond, ApiState, RequestContext};
 use super::status::ApiError;
@@ -307,10 +308,11 @@ pub async fn status(State(state): State<Arc<ApiState>>, mut ctx: RequestContext)
 pub async fn rotate_tokens(
     State(state): State<Arc<ApiState>>,
     mut ctx: RequestContext,
-    bytes: Bytes,
+    bytes: Body,
 ) -> Response {
-    let result = (|| {
+    let result = async {
         authorize(&state, &mut ctx, "rotate-tokens")?;
+        let bytes = read_body(bytes).await?;
         let request: RotateTokensRequest = body(&ctx, &bytes)?;
         let projector = state.projector.get().ok_or_else(no_projector)?;
         let target = match (&request.namespace, &request.pod) {
@@ -338,7 +340,7 @@ pub async fn rotate_tokens(
         ctx.annotations
             .insert(CONTROL_DETAILS.into(), details.clone());
         tracing::info!(control = "rotate-tokens", "{details}");
-        Ok(json_response(
+        Ok::<_, ApiError>(json_response(
             StatusCode::ACCEPTED,
             &TokenRotation {
                 api_version: API_VERSION,
@@ -346,7 +348,8 @@ pub async fn rotate_tokens(
                 volumes,
             },
         ))
-    })();
+    }
+    .await;
     respond(&state, ctx, result)
 }
 
@@ -362,10 +365,11 @@ fn describe_pods(pods: &[ProjectedPod]) -> String {
 pub async fn rotate_signing_key(
     State(state): State<Arc<ApiState>>,
     mut ctx: RequestContext,
-    bytes: Bytes,
+    bytes: Body,
 ) -> Response {
-    let prepared = (|| {
+    let prepared = async {
         authorize(&state, &mut ctx, "rotate-signing-key")?;
+        let bytes = read_body(bytes).await?;
         let request: RotateKeyRequest = body(&ctx, &bytes)?;
         let grace = request
             .grace_period_seconds
@@ -391,8 +395,9 @@ pub async fn rotate_signing_key(
                 ))
             }
         };
-        Ok((grace, algorithm, request.rotate_tokens))
-    })();
+        Ok::<_, ApiError>((grace, algorithm, request.rotate_tokens))
+    }
+    .await;
     let result = match prepared {
         Err(err) => Err(err),
         Ok((grace, algorithm, rotate_tokens)) => {
@@ -473,10 +478,11 @@ fn invalid_field(kind: &str, field: &str, value: &str, message: &str) -> ApiErro
 pub async fn start_outage(
     State(state): State<Arc<ApiState>>,
     mut ctx: RequestContext,
-    bytes: Bytes,
+    bytes: Body,
 ) -> Response {
-    let result = (|| {
+    let result = async {
         authorize(&state, &mut ctx, "outage")?;
+        let bytes = read_body(bytes).await?;
         let request: OutageRequest = required_body(&ctx, &bytes)?;
         if !(1..=MAX_OUTAGE_SECONDS).contains(&request.duration_seconds) {
             return Err(invalid_field(
@@ -509,8 +515,9 @@ pub async fn start_outage(
             },
         );
         state.outage.start(outage);
-        Ok(response)
-    })();
+        Ok::<_, ApiError>(response)
+    }
+    .await;
     respond(&state, ctx, result)
 }
 
@@ -545,10 +552,11 @@ pub async fn end_outage(State(state): State<Arc<ApiState>>, mut ctx: RequestCont
 pub async fn set_lifetime(
     State(state): State<Arc<ApiState>>,
     mut ctx: RequestContext,
-    bytes: Bytes,
+    bytes: Body,
 ) -> Response {
-    let result = (|| {
+    let result = async {
         authorize(&state, &mut ctx, "lifetime")?;
+        let bytes = read_body(bytes).await?;
         let request: LifetimeRequest = required_body(&ctx, &bytes)?;
         if let Some(seconds) = request
             .expiration_seconds
@@ -577,7 +585,7 @@ pub async fn set_lifetime(
         ctx.annotations
             .insert(CONTROL_DETAILS.into(), details.clone());
         tracing::info!(control = "lifetime", "{details}");
-        Ok(json_response(
+        Ok::<_, ApiError>(json_response(
             StatusCode::OK,
             &LifetimeAnswer {
                 api_version: API_VERSION,
@@ -587,7 +595,8 @@ pub async fn set_lifetime(
                 volumes,
             },
         ))
-    })();
+    }
+    .await;
     respond(&state, ctx, result)
 }
 

@@ -3,8 +3,11 @@
 
 pub mod audit;
 pub mod authn;
+pub mod body;
+pub mod connections;
 pub mod controls;
 pub mod discovery;
+pub mod idle;
 pub mod ledger;
 pub mod metrics;
 pub mod outage;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -21,6 +21,7 @@ use serde::Serialize;
 
 use super::audit::{self, AuditEvent, AuditLog};
 use super::authn::{certificate_user, lock, Authenticator, AuthnFailure, Caller, TokenFacts};
+use super::body::read_body;
 use super::controls::{self, Projector};
 use super::discovery;
 use super::ledger::{Ledger, Rotation, TokenUse};
@@ -418,7 +419,7 @@ async fn token_request(
     State(state): State<Arc<ApiState>>,
     Path((namespace, name)): Path<(String, String)>,
     mut ctx: RequestContext,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     ctx.object_ref = Some(audit::ObjectReference {
         resource: "serviceaccounts".into(),
@@ -428,7 +429,7 @@ async fn token_request(
         subresource: "token".into(),
         ..audit::ObjectReference::default()
     });
-    let result = (|| {
+    let result = async {
         let caller = state.caller(&mut ctx)?;
         if caller.is_admin() {
             ApiState::allow(&mut ctx, admin_reason(&caller));
@@ -446,6 +447,7 @@ async fn token_request(
                 &name,
             ));
         }
+        let body = read_body(body).await?;
         let request = protobuf::decode_token_request(ctx.content_type.as_deref(), &body)
             .map_err(body_error)?;
         // The issuer with the signing key of this moment (a rotation may replace it).
@@ -474,15 +476,16 @@ async fn token_request(
                 response.headers_mut().append(header::WARNING, value);
             }
         }
-        Ok(response)
-    })();
+        Ok::<_, ApiError>(response)
+    }
+    .await;
     respond(&state, ctx, result)
 }
 
 async fn token_review(
     State(state): State<Arc<ApiState>>,
     mut ctx: RequestContext,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     ctx.object_ref = Some(audit::ObjectReference {
         resource: "tokenreviews".into(),
@@ -490,9 +493,10 @@ async fn token_review(
         api_version: "v1".into(),
         ..audit::ObjectReference::default()
     });
-    let result = (|| {
+    let result = async {
         state.caller(&mut ctx)?;
         ApiState::allow(&mut ctx, "authenticated callers may review tokens");
+        let body = read_body(body).await?;
         let mut review = protobuf::decode_token_review(ctx.content_type.as_deref(), &body)
             .map_err(body_error)?;
         if let Some(namespace) = review
@@ -539,15 +543,16 @@ async fn token_review(
         };
         review.metadata.creation_timestamp = Some(Time(whole_seconds(ctx.received_at)));
         review.status = Some(status);
-        Ok(json_response(StatusCode::CREATED, &review))
-    })();
+        Ok::<_, ApiError>(json_response(StatusCode::CREATED, &review))
+    }
+    .await;
     respond(&state, ctx, result)
 }
 
 async fn self_subject_review(
     State(state): State<Arc<ApiState>>,
     mut ctx: RequestContext,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     ctx.object_ref = Some(audit::ObjectReference {
         resource: "selfsubjectreviews".into(),
@@ -555,9 +560,10 @@ async fn self_subject_review(
         api_version: "v1".into(),
         ..audit::ObjectReference::default()
     });
-    let result = (|| {
+    let result = async {
         let caller = state.caller(&mut ctx)?;
         ApiState::allow(&mut ctx, "every authenticated user may review itself");
+        let body = read_body(body).await?;
         let mut review: SelfSubjectReview =
             protobuf::decode_self_subject_review(ctx.content_type.as_deref(), &body)
                 .map_err(body_error)?;
@@ -565,8 +571,9 @@ async fn self_subject_review(
         review.status = Some(SelfSubjectReviewStatus {
             user_info: Some(caller.user_info()),
         });
-        Ok(json_response(StatusCode::CREATED, &review))
-    })();
+        Ok::<_, ApiError>(json_response(StatusCode::CREATED, &review))
+    }
+    .await;
     respond(&state, ctx, result)
 }
 

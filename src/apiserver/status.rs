@@ -140,6 +140,17 @@ impl ApiError {
         }
     }
 
+    /// 413 for a body over `limit` bytes, as upstream's `limitedReadBody`
+    /// (k8s.io/apiserver/pkg/endpoints/handlers/rest.go) with `NewRequestEntityTooLargeError`.
+    pub fn request_entity_too_large(limit: usize) -> Self {
+        Self {
+            code: 413,
+            reason: "RequestEntityTooLarge",
+            message: format!("Request entity too large: limit is {limit}"),
+            details: None,
+        }
+    }
+
     /// 415 for a body we cannot read.
     pub fn unsupported_media_type(media_type: &str) -> Self {
         Self {

@@ -13,6 +13,10 @@ use base64::Engine as _;
 use super::CommandError;
 use crate::apiserver::audit::AuditLog;
 use crate::apiserver::authn::{Authenticator, MASTERS_GROUP};
+use crate::apiserver::connections::{
+    connection_cap, https_server, open_file_limit, CappedListener, ConnectionLimits,
+    ConnectionSlots, PeerAddr,
+};
 use crate::apiserver::ledger::{Ledger, LedgerLimits};
 use crate::apiserver::metrics::Metrics;
 use crate::apiserver::outage::{Outage, OutageMode, OutageSwitch};
@@ -282,6 +286,25 @@ const CLUSTER_NAMES: [&str; 7] = [
 /// The user of `--admin-client-cert-out`'s certificate, as kubeadm names it.
 const ADMIN_CERT_USER: &str = "kubernetes-admin";
 
+/// The connection bounds from flags, the cap lowered to fit `open_files` (logged once).
+fn connection_limits(args: &ServerArgs, open_files: Option<u64>) -> ConnectionLimits {
+    let requested = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
+    let max_connections = connection_cap(requested, open_files);
+    if max_connections < requested {
+        tracing::warn!(
+            requested,
+            max_connections,
+            open_file_limit = open_files.unwrap_or_default(),
+            "--max-connections lowered to fit the open-file limit (raise it with `ulimit -n`)"
+        );
+    }
+    ConnectionLimits {
+        read_header_timeout: args.read_header_timeout.unsigned_abs(),
+        idle_timeout: args.idle_timeout.unsigned_abs(),
+        max_connections,
+    }
+}
+
 /// The running API server.
 pub struct RunningApi {
     pub state: Arc<ApiState>,
@@ -412,12 +435,18 @@ pub async fn start_api(
         projector: std::sync::OnceLock::new(),
     });
     let app = router(state.clone());
+    let limits = connection_limits(args, open_file_limit());
+    // One pool of connection slots for every listener, kept across outages (connections of a
+    // closed listener hold theirs until they end).
+    let slots = ConnectionSlots::new(limits.max_connections);
     let (stop, _) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
     for (tcp, local) in listeners {
         let listener = Listener {
             local,
             tls: tls.clone(),
+            slots: slots.clone(),
+            limits,
             app: app.clone(),
             outage: state.outage.subscribe(),
             stop: stop.subscribe(),
@@ -443,6 +472,8 @@ pub async fn start_api(
 struct Listener {
     local: SocketAddr,
     tls: RustlsConfig,
+    slots: ConnectionSlots,
+    limits: ConnectionLimits,
     app: axum::Router,
     outage: tokio::sync::watch::Receiver<Option<Outage>>,
     stop: tokio::sync::watch::Receiver<bool>,
@@ -482,19 +513,15 @@ impl Listener {
     }
 
     async fn serve(&mut self, tcp: TcpListener) -> Served {
-        let handle: axum_server::Handle<SocketAddr> = axum_server::Handle::new();
-        let server = match axum_server::from_tcp_rustls(tcp, self.tls.clone()) {
-            // TCP_NODELAY, as Go's net/http (kube-apiserver) sets on every connection: with
-            // Nagle on, a response written in several segments waits for the client's ACK, which
-            // cut HTTP/2 throughput with 16 requests in flight 5-8x (benches/api.rs).
-            Ok(server) => server
-                .map(|tls| tls.acceptor(axum_server::accept::NoDelayAcceptor))
-                .handle(handle.clone()),
+        let handle: axum_server::Handle<PeerAddr> = axum_server::Handle::new();
+        let listener = match CappedListener::new(tcp, self.slots.clone()) {
+            Ok(listener) => listener,
             Err(e) => {
                 tracing::error!(listen = %self.local, error = %e, "API server stopped");
                 return Served::Stopped;
             }
         };
+        let server = https_server(listener, self.tls.clone(), &self.limits).handle(handle.clone());
         let service = self
             .app
             .clone()
@@ -692,4 +719,46 @@ fn admin_token(
     };
     written.map_err(|e| error(&target, e))?;
     Ok((token, file))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(flags: &[&str]) -> ServerArgs {
+        use clap::Parser as _;
+        let argv = ["projected-token", "serve"].iter().chain(flags);
+        match crate::cli::Cli::try_parse_from(argv)
+            .expect("flags parse")
+            .command
+        {
+            crate::cli::Command::Serve(serve) => serve.server,
+            _ => unreachable!("parsed serve"),
+        }
+    }
+
+    #[test]
+    fn connection_bounds_default_to_kube_apiservers() {
+        use crate::apiserver::connections::{IDLE_TIMEOUT, READ_HEADER_TIMEOUT};
+        let limits = connection_limits(&serve_args(&[]), None);
+        assert_eq!(limits.read_header_timeout, READ_HEADER_TIMEOUT);
+        assert_eq!(limits.read_header_timeout, Duration::from_secs(32));
+        assert_eq!(limits.idle_timeout, IDLE_TIMEOUT);
+        assert_eq!(limits.idle_timeout, Duration::from_secs(90));
+        assert_eq!(limits.max_connections, 4096);
+        // A login shell's soft limit of 1024 open files leaves 768 for connections.
+        assert_eq!(
+            connection_limits(&serve_args(&[]), Some(1024)).max_connections,
+            768
+        );
+        let tuned = serve_args(&[
+            "--read-header-timeout=1500ms",
+            "--idle-timeout=2s",
+            "--max-connections=10",
+        ]);
+        let limits = connection_limits(&tuned, Some(1024));
+        assert_eq!(limits.read_header_timeout, Duration::from_millis(1500));
+        assert_eq!(limits.idle_timeout, Duration::from_secs(2));
+        assert_eq!(limits.max_connections, 10);
+    }
 }

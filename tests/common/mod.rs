@@ -30,10 +30,34 @@ impl Running {
     /// As [`Running::spawn`], with `env` set last, so it wins over the defaults (e.g.
     /// `PROJECTED_TOKEN_LOG`).
     pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::spawn_command(Command::new(BIN), args, env)
+    }
+
+    /// As [`Running::spawn`], with at most `open_files` file descriptors (`ulimit -n`: soft and
+    /// hard limit).
+    pub fn spawn_with_open_file_limit(args: &[&str], open_files: u64) -> Self {
+        Self::spawn_with_open_file_limit_and_env(args, open_files, &[])
+    }
+
+    /// As [`Running::spawn_with_open_file_limit`], with `env` as in [`Running::spawn_with_env`].
+    pub fn spawn_with_open_file_limit_and_env(
+        args: &[&str],
+        open_files: u64,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", r#"ulimit -n "$0" && exec "$@""#])
+            .arg(open_files.to_string())
+            .arg(BIN);
+        Self::spawn_command(command, args, env)
+    }
+
+    /// Runs `command` (the binary, or a shell that execs it) with `args` and `env`.
+    fn spawn_command(mut command: Command, args: &[&str], env: &[(&str, &str)]) -> Self {
         // The admin token file goes here unless the test names one, so a killed process leaves
         // nothing behind in the shared temporary directory.
         let scratch = tempfile::tempdir().expect("scratch dir");
-        let mut command = Command::new(BIN);
         command
             .env(
                 "PROJECTED_TOKEN_ADMIN_TOKEN_FILE",
@@ -299,6 +323,23 @@ pub fn https_client(ca_pem: &str, resolve: &[(&str, SocketAddr)]) -> reqwest::Cl
     builder.build().expect("HTTPS client")
 }
 
+/// As [`https_client`], speaking only `version` (HTTP/1.1, or HTTP/2 chosen in the TLS
+/// handshake).
+pub fn https_client_speaking(ca_pem: &str, version: reqwest::Version) -> reqwest::Client {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let ca = reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("CA PEM");
+    let builder = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(REQUEST_TIMEOUT);
+    let builder = if version == reqwest::Version::HTTP_2 {
+        builder.http2_prior_knowledge()
+    } else {
+        builder.http1_only()
+    };
+    builder.build().expect("HTTPS client")
+}
+
 /// A running `serve`: its URLs, the CA that signed its certificate, its admin token, and a client
 /// that trusts only that CA. The process is killed when this is dropped.
 pub struct ApiServer {
@@ -354,11 +395,25 @@ static NEXT_SERVER: AtomicUsize = AtomicUsize::new(0);
 /// Starts `serve` with `args`, its CA written to and admin token kept in files under `dir`, and
 /// waits until it has printed where it serves.
 pub fn start_serve(dir: &Path, args: &[&str]) -> ApiServer {
-    start_serve_with_env(dir, args, &[])
+    start_serve_with(dir, args, &[], None)
 }
 
 /// As [`start_serve`], with `env` set for the process (see [`Running::spawn_with_env`]).
 pub fn start_serve_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> ApiServer {
+    start_serve_with(dir, args, env, None)
+}
+
+/// As [`start_serve`], with at most `open_files` file descriptors.
+pub fn start_serve_with_open_file_limit(dir: &Path, args: &[&str], open_files: u64) -> ApiServer {
+    start_serve_with(dir, args, &[], Some(open_files))
+}
+
+fn start_serve_with(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    open_files: Option<u64>,
+) -> ApiServer {
     let n = NEXT_SERVER.fetch_add(1, Ordering::Relaxed);
     let ca_out = dir.join(format!("serve-{n}-ca.crt"));
     let admin_file = dir.join(format!("serve-{n}-admin-token"));
@@ -366,7 +421,10 @@ pub fn start_serve_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> 
     let admin_arg = format!("--admin-token-file={}", admin_file.display());
     let mut full = vec!["serve", ca_arg.as_str(), admin_arg.as_str()];
     full.extend_from_slice(args);
-    let process = Running::spawn_with_env(&full, env);
+    let process = match open_files {
+        Some(limit) => Running::spawn_with_open_file_limit_and_env(&full, limit, env),
+        None => Running::spawn_with_env(&full, env),
+    };
     let lines = process.wait_for_stdout("admin token file: ", SERVE_STARTUP);
     let urls: Vec<String> = lines
         .iter()
