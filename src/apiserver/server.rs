@@ -598,6 +598,9 @@ async fn delete_pod(
             ));
         }
         ApiState::allow(&mut ctx, admin_reason(&caller));
+        // As upstream's storage: a name it cannot key is a bad request; any other name that no
+        // pod has (an invalid one never does) is not found.
+        ApiError::check_name_parameter(&name)?;
         // Deleting a pod is how its tokens are revoked (`ctl revoke`).
         ctx.annotations
             .insert(controls::CONTROL.into(), "revoke-pod".into());
