@@ -343,6 +343,7 @@ mod tests {
             namespace: namespace.into(),
             name: name.into(),
             uid: uid.into(),
+            service_account: "default".into(),
             ..PodInfo::default()
         };
         let mut registry = PodRegistry::default();
