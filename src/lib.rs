@@ -12,6 +12,7 @@ pub mod errors;
 pub mod health;
 pub mod hooks;
 pub mod issuer;
+pub mod names;
 pub mod private_files;
 pub mod projection;
 pub mod refresher;

@@ -500,3 +500,125 @@ async fn claims_must_match_the_declared_objects() {
     )
     .await;
 }
+
+/// Claims of a bound token for `ns/app` issued now, with `sub` as given.
+fn bound_claims(namespace: &str, name: &str, sub: &str) -> Value {
+    let iat = now().as_second();
+    json!({
+        "aud": [DEFAULT_ISSUER], "exp": iat + 3600, "iat": iat, "iss": DEFAULT_ISSUER,
+        "kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": name, "uid": SA_UID}},
+        "nbf": iat, "sub": sub,
+    })
+}
+
+/// A token signed with the server's own key cannot choose its user with `sub`: the user is the
+/// `kubernetes.io` service account, and a `sub` naming anyone else is refused.
+#[tokio::test]
+async fn sub_must_name_the_kubernetes_io_service_account() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, key) = serve_with_key(tmp.path(), KeyAlgorithm::Es256);
+    for sub in [
+        "admin",
+        "system:admin",
+        "system:serviceaccount:kube-system:admin",
+        "",
+    ] {
+        let forged = key.sign_jwt(&bound_claims("ns", "app", sub)).expect("sign");
+        eprintln!("sub {sub:?}");
+        assert_rejected(&server, &forged, "sub claim is invalid").await;
+    }
+    let honest = key
+        .sign_jwt(&bound_claims("ns", "app", "system:serviceaccount:ns:app"))
+        .expect("sign");
+    let user = assert_accepted(&server, &honest).await;
+    assert_eq!(user["groups"][1], "system:serviceaccounts:ns", "{user}");
+}
+
+/// Names no object can have are never adopted from a signed token: `a` + `b:c` and `a:b` + `c`
+/// would both be `system:serviceaccount:a:b:c`. Legacy tokens too (upstream's `SplitUsername`).
+#[tokio::test]
+async fn signed_tokens_with_invalid_names_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, key) = serve_with_key(tmp.path(), KeyAlgorithm::Es256);
+    for (namespace, name) in [("a:b", "c"), ("a", "b:c"), ("ns", "App"), ("NS", "app")] {
+        let sub = format!("system:serviceaccount:{namespace}:{name}");
+        let bound = key
+            .sign_jwt(&bound_claims(namespace, name, &sub))
+            .expect("sign");
+        eprintln!("bound {namespace}/{name}");
+        assert_rejected(
+            &server,
+            &bound,
+            &format!("serviceaccounts \"{name}\" not found"),
+        )
+        .await;
+        let issuer = projected_token::issuer::Issuer::new(
+            projected_token::issuer::IssuerConfig::new(DEFAULT_ISSUER),
+            key.clone(),
+        );
+        let account = projected_token::issuer::ServiceAccountRef {
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: SA_UID.into(),
+        };
+        let legacy = issuer.mint_legacy(&account, "app-token").expect("legacy");
+        eprintln!("legacy {namespace}/{name}");
+        assert_rejected(&server, &legacy, "sub claim is invalid").await;
+    }
+    // The valid names of the first case, split either way, still work.
+    let token = server.issue("a", "b.c", json!({})).await;
+    let reply = server.whoami(&token).await;
+    assert_eq!(reply.status, 201, "{}", reply.text);
+    assert_eq!(
+        reply.json()["status"]["userInfo"]["username"],
+        "system:serviceaccount:a:b.c"
+    );
+}
+
+/// A TokenReview of a token with whitespace around it does not authenticate (the token a client
+/// would send in a header has none), and neither does a header with two spaces after `Bearer`
+/// (upstream ignores that header and says so in a warning).
+#[tokio::test]
+async fn tokens_with_surrounding_whitespace_do_not_authenticate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, _) = serve_with_key(tmp.path(), KeyAlgorithm::Es256);
+    let token = server.issue("ns", "app", json!({})).await;
+    assert_accepted(&server, &token).await;
+    for padded in [
+        format!(" {token}"),
+        format!("{token} "),
+        format!("{token}\n"),
+        format!("\t{token}"),
+        format!("\r\n{token}\r\n"),
+    ] {
+        let status = server.review(&padded).await;
+        assert_eq!(status["authenticated"], false, "{padded:?}: {status}");
+        assert_eq!(
+            status["error"], "[invalid bearer token, token has leading or trailing whitespace]",
+            "{status}"
+        );
+    }
+    let status = server.review(&token).await;
+    assert_eq!(status["authenticated"], true, "{status}");
+
+    let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
+    let reply = server
+        .client
+        .post(format!(
+            "{}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            server.url
+        ))
+        .header("authorization", format!("Bearer  {token}"))
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(reply.status(), 401);
+    assert_eq!(
+        reply
+            .headers()
+            .get("warning")
+            .and_then(|v| v.to_str().ok()),
+        Some("299 - \"the provided Authorization header contains extra space before the bearer token, and is ignored\"")
+    );
+}

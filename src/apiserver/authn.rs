@@ -4,7 +4,11 @@
 //!
 //! With auto-creation on, a valid token whose service account or pod the store does not know is
 //! adopted (its uids taken from the claims), so replicas sharing a signing key accept each
-//! other's tokens; a deleted pod is remembered and never adopted again.
+//! other's tokens; a deleted pod is remembered and never adopted again. Names no object could
+//! have are never adopted.
+//!
+//! A service account's user is built from the names its claims carry (`kubernetes.io` for a
+//! bound token, the flat claims for a legacy one), as upstream's validators do; `sub` must agree.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +19,7 @@ use k8s_openapi::api::authentication::v1::UserInfo;
 use crate::issuer::keyring::KeyRing;
 use crate::issuer::objects::ObjectStore;
 use crate::issuer::verify::VerifyError;
-use crate::token::claims::{service_account_subject, LEGACY_ISSUER};
+use crate::token::claims::{service_account_subject, split_service_account_subject, LEGACY_ISSUER};
 use crate::token::{decode, BoundClaims, LegacyClaims, ObjectRef};
 
 /// The user name of the admin token.
@@ -121,6 +125,13 @@ impl Authenticator {
         objects: &Mutex<ObjectStore>,
         now: Timestamp,
     ) -> Result<Caller, AuthnFailure> {
+        // A token is taken as given: one with surrounding whitespace (a TokenReview's
+        // `spec.token` copied with its newline) is not the token that was issued.
+        if token.starts_with(char::is_whitespace) || token.ends_with(char::is_whitespace) {
+            return Err(AuthnFailure::new(
+                "token has leading or trailing whitespace",
+            ));
+        }
         if !self.admin_token.is_empty() && same_secret(token, &self.admin_token) {
             return Ok(Caller::Admin);
         }
@@ -179,6 +190,11 @@ impl Authenticator {
         };
         let k8s = &claims.kubernetes;
         let claimed_sa = &k8s.serviceaccount;
+        // The user is built from `kubernetes.io`, as upstream's; a `sub` naming someone else
+        // (only a holder of the signing key can make one) is refused rather than ignored.
+        if claims.sub != facts.subject {
+            return Err(invalid("sub claim is invalid".into()));
+        }
         let live_sa = objects
             .ensure_service_account(&k8s.namespace, &claimed_sa.name, || claimed_sa.uid.clone())
             .ok_or_else(|| invalid(format!("serviceaccounts \"{}\" not found", claimed_sa.name)))?;
@@ -254,9 +270,7 @@ impl Authenticator {
         let claims: LegacyClaims =
             serde_json::from_value(serde_json::Value::Object(decoded.claims))
                 .map_err(|e| AuthnFailure::new(format!("legacy token claims: {e}")))?;
-        if claims.sub != service_account_subject(&claims.namespace, &claims.service_account_name) {
-            return Err(AuthnFailure::new("sub claim is invalid"));
-        }
+        check_legacy_claims(&claims).map_err(AuthnFailure::new)?;
         let facts = TokenFacts {
             subject: claims.sub.clone(),
             namespace: claims.namespace.clone(),
@@ -285,7 +299,7 @@ impl Authenticator {
             return Err(invalid("Token has been invalidated"));
         }
         let user = UserInfo {
-            username: Some(claims.sub.clone()),
+            username: Some(facts.subject.clone()),
             uid: Some(claims.service_account_uid.clone()),
             groups: Some(service_account_groups(&claims.namespace)),
             extra: None,
@@ -309,9 +323,42 @@ fn uuid_v4() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// Upstream's legacy validator: every claim present, and `sub` the user name of the claimed
+/// namespace and service account, both valid names (`SplitUsername`).
+fn check_legacy_claims(claims: &LegacyClaims) -> Result<(), &'static str> {
+    let required = [
+        (&claims.sub, "sub claim is missing"),
+        (&claims.namespace, "namespace claim is missing"),
+        (&claims.secret_name, "secretName claim is missing"),
+        (
+            &claims.service_account_name,
+            "serviceAccountName claim is missing",
+        ),
+        (
+            &claims.service_account_uid,
+            "serviceAccountUID claim is missing",
+        ),
+    ];
+    if let Some((_, missing)) = required.iter().find(|(value, _)| value.is_empty()) {
+        return Err(missing);
+    }
+    match split_service_account_subject(&claims.sub) {
+        Some((namespace, name))
+            if namespace == claims.namespace && name == claims.service_account_name =>
+        {
+            Ok(())
+        }
+        _ => Err("sub claim is invalid"),
+    }
+}
+
+/// What accounting knows of a bound token; the subject is the user the claims name.
 fn bound_facts(claims: &BoundClaims) -> TokenFacts {
     TokenFacts {
-        subject: claims.sub.clone(),
+        subject: service_account_subject(
+            &claims.kubernetes.namespace,
+            &claims.kubernetes.serviceaccount.name,
+        ),
         namespace: claims.kubernetes.namespace.clone(),
         service_account: claims.kubernetes.serviceaccount.name.clone(),
         pod: claims.kubernetes.pod.clone(),
@@ -358,7 +405,10 @@ fn bound_user_info(claims: &BoundClaims) -> UserInfo {
         put("credential-id", &format!("JTI={jti}"));
     }
     UserInfo {
-        username: Some(claims.sub.clone()),
+        username: Some(service_account_subject(
+            &k8s.namespace,
+            &k8s.serviceaccount.name,
+        )),
         uid: Some(k8s.serviceaccount.uid.clone()),
         groups: Some(service_account_groups(&k8s.namespace)),
         extra: Some(extra).filter(|e| !e.is_empty()),
@@ -473,6 +523,45 @@ mod tests {
         assert_eq!(hex.len(), 64);
         assert_eq!(id, &[format!("X509SHA256={hex}")]);
         assert!(!Caller::User(certificate_user(&der).unwrap()).is_admin());
+    }
+
+    #[test]
+    fn legacy_claims_name_their_user_with_valid_names_only() {
+        let claims = |namespace: &str, name: &str, sub: &str| LegacyClaims {
+            iss: LEGACY_ISSUER.into(),
+            namespace: namespace.into(),
+            secret_name: "s".into(),
+            service_account_name: name.into(),
+            service_account_uid: "u".into(),
+            sub: sub.into(),
+        };
+        let sub = service_account_subject;
+        assert_eq!(
+            check_legacy_claims(&claims("ns", "app", &sub("ns", "app"))),
+            Ok(())
+        );
+        // `sub` agrees character for character, but names nobody: `a:b` is no namespace.
+        for (namespace, name) in [("a:b", "c"), ("a", "b:c"), ("ns", "App"), ("ns", "..")] {
+            assert_eq!(
+                check_legacy_claims(&claims(namespace, name, &sub(namespace, name))),
+                Err("sub claim is invalid"),
+                "{namespace}/{name}"
+            );
+        }
+        assert_eq!(
+            check_legacy_claims(&claims("ns", "app", "system:admin")),
+            Err("sub claim is invalid")
+        );
+        assert_eq!(
+            check_legacy_claims(&claims("", "app", &sub("ns", "app"))),
+            Err("namespace claim is missing")
+        );
+        let mut no_uid = claims("ns", "app", &sub("ns", "app"));
+        no_uid.service_account_uid.clear();
+        assert_eq!(
+            check_legacy_claims(&no_uid),
+            Err("serviceAccountUID claim is missing")
+        );
     }
 
     #[test]

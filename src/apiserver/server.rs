@@ -156,6 +156,8 @@ pub struct RequestContext {
     caller: Option<Caller>,
     object_ref: Option<audit::ObjectReference>,
     pub(super) annotations: BTreeMap<String, String>,
+    /// `Warning` header texts for the response.
+    warnings: Vec<String>,
 }
 
 impl axum::extract::FromRequestParts<Arc<ApiState>> for RequestContext {
@@ -184,6 +186,11 @@ impl RequestContext {
         headers: &HeaderMap,
         peer: Option<SocketAddr>,
     ) -> Self {
+        let (bearer, warnings) = match bearer_token(headers) {
+            Bearer::Token(token) => (Some(token.to_owned()), Vec::new()),
+            Bearer::Absent => (None, Vec::new()),
+            Bearer::ExtraSpace => (None, vec![EXTRA_SPACE_WARNING.to_owned()]),
+        };
         Self {
             received_at: state.clock.now(),
             method: method.clone(),
@@ -191,7 +198,7 @@ impl RequestContext {
                 .path_and_query()
                 .map(|p| p.as_str().to_owned())
                 .unwrap_or_default(),
-            bearer: bearer_token(headers).map(str::to_owned),
+            bearer,
             tls: None,
             content_type: headers
                 .get(header::CONTENT_TYPE)
@@ -205,6 +212,7 @@ impl RequestContext {
             caller: None,
             object_ref: None,
             annotations: BTreeMap::new(),
+            warnings,
         }
     }
 
@@ -233,10 +241,11 @@ pub(super) fn respond(
     mut ctx: RequestContext,
     result: Result<Response, ApiError>,
 ) -> Response {
-    let response = match result {
+    let mut response = match result {
         Ok(response) => response,
         Err(err) => error_response(&err),
     };
+    add_warnings(&mut response, &ctx.warnings);
     if let Some(log) = &state.audit {
         let mut event = AuditEvent::new(ctx.verb(), std::mem::take(&mut ctx.uri), ctx.received_at);
         if let Some(caller) = &ctx.caller {
@@ -276,14 +285,49 @@ pub(super) fn json_response<T: Serialize>(code: StatusCode, body: &T) -> Respons
     }
 }
 
-/// The bearer token of a request, if it carries one.
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+/// `Warning: 299 - "<text>"` headers, as upstream's warning recorder writes them.
+fn add_warnings(response: &mut Response, warnings: &[String]) {
+    for warning in warnings {
+        if let Ok(value) =
+            HeaderValue::from_str(&format!("299 - {}", super::status::go_quote(warning)))
+        {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+}
+
+/// Upstream's warning for `Authorization: Bearer  <token>` (`invalidTokenWithSpaceWarning`).
+const EXTRA_SPACE_WARNING: &str =
+    "the provided Authorization header contains extra space before the bearer token, and is ignored";
+
+/// What a request's `Authorization` header holds.
+#[derive(Debug, PartialEq, Eq)]
+enum Bearer<'a> {
+    Token(&'a str),
+    /// No header, another scheme, or no token.
+    Absent,
+    /// `Bearer` followed by two spaces: ignored, with a warning.
+    ExtraSpace,
+}
+
+/// The bearer token of a request as upstream's `bearertoken` authenticator reads it: the value
+/// trimmed, split at single spaces into at most three parts, the second part the token (so a
+/// token is never trimmed itself, and whatever follows a space after it is ignored).
+fn bearer_token(headers: &HeaderMap) -> Bearer<'_> {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return Bearer::Absent;
+    };
+    let parts: Vec<&str> = value.trim().splitn(3, ' ').collect();
+    match parts.as_slice() {
+        [scheme, token, ..] if scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() => {
+            Bearer::Token(token)
+        }
+        [scheme, _, _] if scheme.eq_ignore_ascii_case("bearer") => Bearer::ExtraSpace,
+        _ => Bearer::Absent,
+    }
 }
 
 impl ApiState {
@@ -469,13 +513,7 @@ async fn token_request(
             );
         }
         let mut response = json_response(StatusCode::CREATED, &created.response);
-        for warning in &created.warnings {
-            if let Ok(value) =
-                HeaderValue::from_str(&format!("299 - {}", super::status::go_quote(warning)))
-            {
-                response.headers_mut().append(header::WARNING, value);
-            }
-        }
+        add_warnings(&mut response, &created.warnings);
         Ok::<_, ApiError>(response)
     }
     .await;
@@ -605,6 +643,9 @@ async fn delete_pod(
             ));
         }
         ApiState::allow(&mut ctx, admin_reason(&caller));
+        // As upstream's storage: a name it cannot key is a bad request; any other name that no
+        // pod has (an invalid one never does) is not found.
+        ApiError::check_name_parameter(&name)?;
         // Deleting a pod is how its tokens are revoked (`ctl revoke`).
         ctx.annotations
             .insert(controls::CONTROL.into(), "revoke-pod".into());
@@ -743,4 +784,33 @@ async fn fallback(State(state): State<Arc<ApiState>>, mut ctx: RequestContext) -
         .optional_caller(&mut ctx)
         .and_then(|_| Err(ApiError::no_route()));
     respond(&state, ctx, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_authorization(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(value).expect("header value"),
+        );
+        headers
+    }
+
+    #[test]
+    fn bearer_tokens_are_read_as_upstream_reads_them() {
+        let read = |value: &str| format!("{:?}", bearer_token(&with_authorization(value)));
+        assert_eq!(read("Bearer abc"), "Token(\"abc\")");
+        assert_eq!(read("bearer abc"), "Token(\"abc\")");
+        // Whatever follows the token after a space is not part of it.
+        assert_eq!(read("Bearer abc def"), "Token(\"abc\")");
+        // A tab is not a separator: it stays in the token, which then fails to authenticate.
+        assert_eq!(read("Bearer \tabc"), "Token(\"\\tabc\")");
+        assert_eq!(read("Bearer  abc"), "ExtraSpace");
+        assert_eq!(read("Bearer"), "Absent");
+        assert_eq!(read("Basic abc"), "Absent");
+        assert_eq!(format!("{:?}", bearer_token(&HeaderMap::new())), "Absent");
+    }
 }

@@ -5,6 +5,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     ListMeta, Status, StatusCause, StatusDetails,
 };
 
+/// Go's `%q`, re-exported: upstream's messages quote names and values with it.
+pub use crate::errors::go_quote;
+
 /// An error answer of the API.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
@@ -32,6 +35,24 @@ impl ApiError {
             message: message.into(),
             details: None,
         }
+    }
+
+    /// 400 for a name the storage layer cannot make a key of (upstream's `NamespaceKeyFunc` and
+    /// `NoNamespaceKeyFunc`): empty, `.` or `..`, or containing `/` or `%`. Every other name,
+    /// valid or not, is simply looked up (and an invalid one is never found).
+    pub fn check_name_parameter(name: &str) -> Result<(), Self> {
+        if name.is_empty() {
+            return Err(Self::bad_request("Name parameter required."));
+        }
+        let errors = crate::names::path_segment_errors(name);
+        if errors.is_empty() {
+            return Ok(());
+        }
+        Err(Self::bad_request(format!(
+            "Name parameter invalid: {}: {}",
+            go_quote(name),
+            errors.join(";")
+        )))
     }
 
     /// 401: the real cause stays in the server log, as upstream.
@@ -66,17 +87,20 @@ impl ApiError {
         let subject = if name.is_empty() {
             qualified.clone()
         } else {
-            format!("{qualified} \"{name}\"")
+            format!("{qualified} {}", go_quote(name))
         };
         let scope = match namespace {
-            Some(ns) => format!(" in the namespace \"{ns}\""),
+            Some(ns) => format!(" in the namespace {}", go_quote(ns)),
             None => " at the cluster scope".to_owned(),
         };
         Self {
             code: 403,
             reason: "Forbidden",
             message: format!(
-                "{subject} is forbidden: User \"{user}\" cannot {verb} resource \"{full}\" in API group \"{group}\"{scope}"
+                "{subject} is forbidden: User {} cannot {verb} resource {} in API group {}{scope}",
+                go_quote(user),
+                go_quote(&full),
+                go_quote(group)
             ),
             details: details(name, Some(group).filter(|g| !g.is_empty()), resource),
         }
@@ -87,7 +111,11 @@ impl ApiError {
         Self {
             code: 403,
             reason: "Forbidden",
-            message: format!("forbidden: User \"{user}\" cannot {verb} path \"{path}\""),
+            message: format!(
+                "forbidden: User {} cannot {verb} path {}",
+                go_quote(user),
+                go_quote(path)
+            ),
             details: None,
         }
     }
@@ -97,7 +125,7 @@ impl ApiError {
         Self {
             code: 404,
             reason: "NotFound",
-            message: format!("{resource} \"{name}\" not found"),
+            message: format!("{resource} {} not found", go_quote(name)),
             details: details(name, None, resource),
         }
     }
@@ -135,7 +163,10 @@ impl ApiError {
         Self {
             code: 409,
             reason: "Conflict",
-            message: format!("Operation cannot be fulfilled on {qualified} \"{name}\": {why}"),
+            message: format!(
+                "Operation cannot be fulfilled on {qualified} {}: {why}",
+                go_quote(name)
+            ),
             details: details(name, Some(group).filter(|g| !g.is_empty()), resource),
         }
     }
@@ -181,7 +212,10 @@ impl ApiError {
         Self {
             code: 422,
             reason: "Invalid",
-            message: format!("{qualified} \"{name}\" is invalid: {field}: {cause}"),
+            message: format!(
+                "{qualified} {} is invalid: {field}: {cause}",
+                go_quote(name)
+            ),
             details: Some(Box::new(StatusDetails {
                 name: Some(name.to_owned()).filter(|n| !n.is_empty()),
                 group: Some(group.to_owned()).filter(|g| !g.is_empty()),
@@ -227,11 +261,6 @@ impl ApiError {
             status: Some("Failure".into()),
         }
     }
-}
-
-/// Go's `%q` of a string, for values quoted in messages.
-pub fn go_quote(value: &str) -> String {
-    serde_json::to_string(value).unwrap_or_else(|_| format!("\"{value}\""))
 }
 
 #[cfg(test)]
@@ -297,6 +326,29 @@ mod tests {
         assert_eq!(
             json["details"],
             serde_json::json!({"name": "web", "kind": "Pod"})
+        );
+    }
+
+    #[test]
+    fn names_the_storage_cannot_key_are_bad_requests() {
+        assert_eq!(ApiError::check_name_parameter("A:b\0"), Ok(()));
+        let err = ApiError::check_name_parameter("..").unwrap_err();
+        assert_eq!((err.code, err.reason), (400, "BadRequest"));
+        assert_eq!(
+            err.message,
+            "Name parameter invalid: \"..\": may not be '..'"
+        );
+        let err = ApiError::check_name_parameter("a/b%").unwrap_err();
+        assert_eq!(
+            err.message,
+            "Name parameter invalid: \"a/b%\": may not contain '/';may not contain '%'"
+        );
+        let err = ApiError::check_name_parameter("").unwrap_err();
+        assert_eq!(err.message, "Name parameter required.");
+        // Names are quoted as Go's %q in every message.
+        assert_eq!(
+            ApiError::not_found("serviceaccounts", "a\0b").message,
+            "serviceaccounts \"a\\x00b\" not found"
         );
     }
 

@@ -12,6 +12,7 @@ use crate::issuer::{
     BoundKind, BoundObject, IssuedToken, Issuer, RequestError, ServiceAccountRef,
     TokenRequestSpec as IssuerSpec, ValidatedRequest,
 };
+use crate::names::is_dns1123_label;
 use crate::token::ObjectRef;
 
 const GROUP: &str = "authentication.k8s.io";
@@ -62,6 +63,12 @@ pub fn prepare_token(
     body: TokenRequest,
     new_uid: &mut dyn FnMut() -> String,
 ) -> Result<PreparedToken, ApiError> {
+    // 0. The namespace must exist: upstream's NamespaceLifecycle admission answers a create in
+    //    one that does not with 404, and one whose name is not a DNS-1123 label never can. (The
+    //    emulator's namespaces exist implicitly; there is no Namespace object to look up.)
+    if !is_dns1123_label(namespace) {
+        return Err(ApiError::not_found("namespaces", namespace));
+    }
     // 1. Name and namespace in the body, when given, must match the URL.
     let mismatch = |field: &str, value: &str, message: &str| {
         ApiError::invalid(GROUP, KIND, name, field, &go_quote(value), message)
@@ -84,7 +91,9 @@ pub fn prepare_token(
             ));
         }
     }
-    // 2. The service account must exist.
+    // 2. The service account must exist. The storage refuses a name it cannot make a key of
+    //    (400); any other invalid name is looked up, found nowhere and never auto-created (404).
+    ApiError::check_name_parameter(name)?;
     let service_account_uid = objects
         .ensure_service_account(namespace, name, &mut *new_uid)
         .map(|sa| sa.uid.clone())
@@ -199,6 +208,9 @@ fn resolve_bound_object(
             "cannot bind token to object of type {group}/{version}, Kind={kind}"
         )));
     }
+    // As upstream's GET of the object: a name the storage cannot key is a bad request; an
+    // invalid one is not found (and never created on first use).
+    ApiError::check_name_parameter(name)?;
     // A new object created on first use takes the uid the reference names, so it matches.
     let mut uid_for_new = || wanted_uid.map(str::to_owned).unwrap_or_else(&mut *new_uid);
     let (bound_kind, uid, node) = match kind {
@@ -390,6 +402,108 @@ mod tests {
             err.map(|e| (e.code, e.message)),
             Some((422, "TokenRequest.authentication.k8s.io \"app\" is invalid: metadata.name: Invalid value: \"someone-else\": must match the service account name if specified".into()))
         );
+    }
+
+    /// Names kube-apiserver could never hold: upstream's answer for each, and nothing created
+    /// even with auto-creation on.
+    #[test]
+    fn invalid_names_are_answered_as_upstream_and_never_created() {
+        let issuer = issuer(None);
+        let long = "x".repeat(300);
+        let namespace_missing = |ns: &str| {
+            (
+                404,
+                "NotFound",
+                format!("namespaces {} not found", go_quote(ns)),
+            )
+        };
+        let sa_missing = |sa: &str| {
+            (
+                404,
+                "NotFound",
+                format!("serviceaccounts {} not found", go_quote(sa)),
+            )
+        };
+        // (namespace, service account, bound pod, expected (code, reason, message))
+        type Case<'a> = (&'a str, &'a str, Option<&'a str>, (u16, &'a str, String));
+        let cases: Vec<Case> = vec![
+            // `a` + `b:c` and `a:b` + `c` would both be system:serviceaccount:a:b:c.
+            ("a:b", "c", None, namespace_missing("a:b")),
+            ("a", "b:c", None, sa_missing("b:c")),
+            ("Team", "app", None, namespace_missing("Team")),
+            ("a.b", "app", None, namespace_missing("a.b")),
+            ("ns", "App", None, sa_missing("App")),
+            ("ns", "ünïcode", None, sa_missing("ünïcode")),
+            ("ns", "a\0b", None, sa_missing("a\0b")),
+            ("ns", &long, None, sa_missing(&long)),
+            (
+                "ns",
+                "..",
+                None,
+                (
+                    400,
+                    "BadRequest",
+                    "Name parameter invalid: \"..\": may not be '..'".into(),
+                ),
+            ),
+            (
+                "ns",
+                "a%b",
+                None,
+                (
+                    400,
+                    "BadRequest",
+                    "Name parameter invalid: \"a%b\": may not contain '%'".into(),
+                ),
+            ),
+            (
+                "ns",
+                "app",
+                Some("Web:0"),
+                (404, "NotFound", "pods \"Web:0\" not found".into()),
+            ),
+            (
+                "ns",
+                "app",
+                Some("."),
+                (
+                    400,
+                    "BadRequest",
+                    "Name parameter invalid: \".\": may not be '.'".into(),
+                ),
+            ),
+            (
+                "ns",
+                "app",
+                Some(""),
+                (400, "BadRequest", "Name parameter required.".into()),
+            ),
+        ];
+        for (namespace, name, pod, (code, reason, message)) in cases {
+            let mut objects = ObjectStore::new(true);
+            let mut uid = || "fresh".to_owned();
+            let body = request(None, &[], pod.map(|p| ("v1", "Pod", p, None)));
+            let err = create_token(
+                &issuer,
+                &mut objects,
+                namespace,
+                name,
+                body,
+                now(),
+                &mut uid,
+            )
+            .err()
+            .unwrap_or_else(|| panic!("{namespace}/{name} {pod:?}: accepted"));
+            assert_eq!(
+                (err.code, err.reason, err.message.as_str()),
+                (code, reason, message.as_str()),
+                "{namespace}/{name} {pod:?}"
+            );
+            assert!(objects.service_account(namespace, name).is_none() || pod.is_some());
+            if let Some(pod) = pod {
+                assert!(objects.pod(namespace, pod).is_none(), "pod {pod:?} created");
+            }
+        }
     }
 
     #[test]

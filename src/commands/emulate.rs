@@ -21,6 +21,7 @@ use crate::apiserver::server::ApiState;
 use crate::cli::EmulateArgs;
 use crate::clock::{Clock, SystemClock};
 use crate::issuer::objects::{ObjectStore, StoredPod};
+use crate::names;
 use crate::projection::spec::{default_volume_name, default_volume_source, DataSources, PodInfo};
 use crate::refresher::{Control, ProjectedVolume, Refresher, RotationEvent};
 use crate::source::{LifetimeOverride, LocalIssuerSource, SourceError};
@@ -408,6 +409,16 @@ fn print_summary(
     print!("{out}");
 }
 
+/// The emulated pod's names as kube-apiserver validates a pod's (`fields` name where each came
+/// from): the pod and its service account become objects of the API, and no object may have a
+/// name upstream refuses (`a:b` + `c` and `a` + `b:c` would share one user name).
+fn check_pod_names(info: &PodInfo, fields: [&str; 3]) -> Result<(), String> {
+    let [namespace, name, service_account] = fields;
+    names::check_namespace(namespace, &info.namespace)?;
+    names::check_object_name(name, &info.name)?;
+    names::check_object_name(service_account, &info.service_account)
+}
+
 /// What `--pod`, `--pods` or the identity flags give to project.
 struct Planned {
     volumes: Vec<ProjectedVolume>,
@@ -429,7 +440,19 @@ fn plan_volumes(
         });
     }
     let volumes = match &args.pod {
-        Some(path) => pod_volumes(&args.dir, path, data, fsync, true)?,
+        Some(path) => {
+            let volumes = pod_volumes(&args.dir, path, data, fsync, true)?;
+            if let Some(volume) = volumes.first() {
+                let fields = [
+                    "metadata.namespace",
+                    "metadata.name",
+                    "spec.serviceAccountName",
+                ];
+                check_pod_names(&volume.pod, fields)
+                    .map_err(|e| CommandError::usage(format!("--pod {}: {e}", path.display())))?;
+            }
+            volumes
+        }
         None => {
             let info = PodInfo {
                 namespace: args.namespace.clone(),
@@ -439,6 +462,8 @@ fn plan_volumes(
                 node_name: Some(args.node_name.clone()),
                 ..PodInfo::default()
             };
+            let fields = ["--namespace", "--pod-name", "--service-account"];
+            check_pod_names(&info, fields).map_err(CommandError::usage)?;
             let name = default_volume_name(|n| fastrand::usize(..n));
             single_volume(
                 &args.dir,

@@ -2,13 +2,18 @@
 //! held in memory as the emulator's stand-in for etcd.
 //!
 //! Objects are either declared up front (`--objects FILE`, ordinary manifests) or created on
-//! first use (the default, convenient for tests; `--no-auto-create` turns it off). Pure data: no
-//! I/O, no clock; the caller parses files and supplies random uids.
+//! first use (the default, convenient for tests; `--no-auto-create` turns it off). Every stored
+//! name is one kube-apiserver would accept (a DNS-1123 label for a namespace, a DNS-1123 subdomain
+//! for the objects): manifests with other names are refused, and a lookup of such a name finds
+//! nothing and creates nothing, as no such object can exist upstream. Pure data: no I/O, no
+//! clock; the caller parses files and supplies random uids.
 
 use std::collections::{HashMap, HashSet};
 
 use k8s_openapi::api::core::v1::{Node, Pod, Secret, ServiceAccount};
 use serde::Deserialize;
+
+use crate::names::{check_namespace, check_object_name, is_dns1123_label, is_dns1123_subdomain};
 
 /// A namespaced object's identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,17 +44,22 @@ fn key(namespace: &str, name: &str) -> Key {
     (namespace.to_owned(), name.to_owned())
 }
 
-/// The entry for `key`, created by `make` when missing and `auto_create` is on.
+/// Whether an object `namespace/name` could exist upstream (so may be created on first use).
+fn valid_namespaced(namespace: &str, name: &str) -> bool {
+    is_dns1123_label(namespace) && is_dns1123_subdomain(name)
+}
+
+/// The entry for `key`, created by `make` when missing and `create` is true.
 fn ensure<K: std::hash::Hash + Eq, V>(
     map: &mut HashMap<K, V>,
     key: K,
-    auto_create: bool,
+    create: bool,
     make: impl FnOnce() -> V,
 ) -> Option<&V> {
     use std::collections::hash_map::Entry;
     match map.entry(key) {
         Entry::Occupied(entry) => Some(entry.into_mut()),
-        Entry::Vacant(entry) if auto_create => Some(entry.insert(make())),
+        Entry::Vacant(entry) if create => Some(entry.insert(make())),
         Entry::Vacant(_) => None,
     }
 }
@@ -96,23 +106,26 @@ impl ObjectStore {
         self.nodes.get(name)
     }
 
-    /// The service account, created with `new_uid` when missing and auto-creation is on.
+    /// The service account, created with `new_uid` when missing, auto-creation is on and the
+    /// names are valid.
     pub fn ensure_service_account(
         &mut self,
         namespace: &str,
         name: &str,
         new_uid: impl FnOnce() -> String,
     ) -> Option<&StoredObject> {
+        let create = self.auto_create && valid_namespaced(namespace, name);
         ensure(
             &mut self.service_accounts,
             key(namespace, name),
-            self.auto_create,
+            create,
             || StoredObject { uid: new_uid() },
         )
     }
 
-    /// The pod, created when missing and auto-creation is on: it runs as `service_account` and
-    /// takes `uid` when the caller named one (so a bound reference with a uid matches).
+    /// The pod, created when missing, auto-creation is on and the names are valid: it runs as
+    /// `service_account` and takes `uid` when the caller named one (so a bound reference with a
+    /// uid matches).
     pub fn ensure_pod(
         &mut self,
         namespace: &str,
@@ -120,45 +133,43 @@ impl ObjectStore {
         service_account: &str,
         uid: impl FnOnce() -> String,
     ) -> Option<&StoredPod> {
-        ensure(
-            &mut self.pods,
-            key(namespace, name),
-            self.auto_create,
-            || StoredPod {
-                uid: uid(),
-                service_account: service_account.to_owned(),
-                node_name: None,
-            },
-        )
+        let create = self.auto_create
+            && valid_namespaced(namespace, name)
+            && is_dns1123_subdomain(service_account);
+        ensure(&mut self.pods, key(namespace, name), create, || StoredPod {
+            uid: uid(),
+            service_account: service_account.to_owned(),
+            node_name: None,
+        })
     }
 
-    /// The secret, created when missing and auto-creation is on.
+    /// The secret, created when missing, auto-creation is on and the names are valid.
     pub fn ensure_secret(
         &mut self,
         namespace: &str,
         name: &str,
         uid: impl FnOnce() -> String,
     ) -> Option<&StoredObject> {
-        ensure(
-            &mut self.secrets,
-            key(namespace, name),
-            self.auto_create,
-            || StoredObject { uid: uid() },
-        )
+        let create = self.auto_create && valid_namespaced(namespace, name);
+        ensure(&mut self.secrets, key(namespace, name), create, || {
+            StoredObject { uid: uid() }
+        })
     }
 
-    /// The node, created when missing and auto-creation is on.
+    /// The node, created when missing, auto-creation is on and the name is valid.
     pub fn ensure_node(
         &mut self,
         name: &str,
         uid: impl FnOnce() -> String,
     ) -> Option<&StoredObject> {
-        ensure(&mut self.nodes, name.to_owned(), self.auto_create, || {
-            StoredObject { uid: uid() }
+        let create = self.auto_create && is_dns1123_subdomain(name);
+        ensure(&mut self.nodes, name.to_owned(), create, || StoredObject {
+            uid: uid(),
         })
     }
 
-    /// Declares (or replaces) a service account.
+    /// Declares (or replaces) a service account. The `put_*` methods trust their caller to have
+    /// checked the names (as `load_manifests` and `emulate`'s pods do).
     pub fn put_service_account(&mut self, namespace: &str, name: &str, uid: String) {
         self.service_accounts
             .insert(key(namespace, name), StoredObject { uid });
@@ -245,6 +256,8 @@ impl ObjectStore {
         ) -> Result<T, String> {
             serde_json::from_value(object).map_err(|e| format!("{kind}: {e}"))
         }
+        // Names as upstream's ValidateObjectMeta checks them on create, so that nothing is
+        // stored that kube-apiserver would refuse.
         fn identity(
             kind: &str,
             meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
@@ -255,11 +268,17 @@ impl ObjectStore {
                 .clone()
                 .filter(|n| !n.is_empty())
                 .ok_or_else(|| format!("{kind}: metadata.name is required"))?;
+            check_object_name("metadata.name", &name).map_err(|e| format!("{kind} {e}"))?;
             let namespace = meta
                 .namespace
                 .clone()
                 .filter(|n| !n.is_empty())
                 .unwrap_or_else(|| "default".to_owned());
+            // A Node has no namespace; one given is ignored, as upstream clears it.
+            if kind != "Node" {
+                check_namespace("metadata.namespace", &namespace)
+                    .map_err(|e| format!("{kind} {e}"))?;
+            }
             let uid = meta
                 .uid
                 .clone()
@@ -281,7 +300,14 @@ impl ObjectStore {
                     .and_then(|s| s.service_account_name.clone().or(s.service_account.clone()))
                     .filter(|s| !s.is_empty())
                     .unwrap_or_else(|| "default".to_owned());
-                let node_name = spec.and_then(|s| s.node_name.clone());
+                check_object_name("spec.serviceAccountName", &service_account)
+                    .map_err(|e| format!("{kind} {e}"))?;
+                let node_name = spec
+                    .and_then(|s| s.node_name.clone())
+                    .filter(|n| !n.is_empty());
+                if let Some(node) = &node_name {
+                    check_object_name("spec.nodeName", node).map_err(|e| format!("{kind} {e}"))?;
+                }
                 self.put_pod(
                     &namespace,
                     &name,
@@ -357,6 +383,73 @@ mod tests {
         assert!(store.ensure_secret("ns", "s", || "x".into()).is_none());
         assert!(store.ensure_node("n", || "x".into()).is_none());
         assert!(store.service_account("ns", "sa").is_none());
+    }
+
+    #[test]
+    fn invalid_names_are_never_created() {
+        let mut store = ObjectStore::new(true);
+        let long = "x".repeat(300);
+        // `a` + `b:c` and `a:b` + `c` would both be system:serviceaccount:a:b:c.
+        for (namespace, name) in [
+            ("a", "b:c"),
+            ("a:b", "c"),
+            ("ns", "App"),
+            ("ns", ".."),
+            ("ns", "a\0b"),
+            ("ns", "ünï"),
+            ("ns", long.as_str()),
+            ("NS", "app"),
+            ("", "app"),
+            ("ns", ""),
+        ] {
+            assert!(
+                store
+                    .ensure_service_account(namespace, name, || "x".into())
+                    .is_none(),
+                "{namespace}/{name}"
+            );
+            assert!(store
+                .ensure_pod(namespace, name, "sa", || "x".into())
+                .is_none());
+            assert!(store
+                .ensure_secret(namespace, name, || "x".into())
+                .is_none());
+            assert!(store.service_account(namespace, name).is_none());
+        }
+        assert!(store
+            .ensure_pod("ns", "p", "Bad:SA", || "x".into())
+            .is_none());
+        assert!(store.ensure_node("Node_1", || "x".into()).is_none());
+        assert!(store.service_accounts.is_empty() && store.pods.is_empty());
+        assert!(store.secrets.is_empty() && store.nodes.is_empty());
+        // Valid names still are.
+        assert!(store
+            .ensure_service_account("a", "b.c", || "x".into())
+            .is_some());
+        assert!(store.ensure_node("node-1", || "x".into()).is_some());
+    }
+
+    #[test]
+    fn manifests_with_invalid_names_are_refused_naming_the_field() {
+        let cases = [
+            ("kind: ServiceAccount\nmetadata: {name: \"b:c\", namespace: a}\n", "ServiceAccount metadata.name: Invalid value: \"b:c\": a lowercase RFC 1123 subdomain"),
+            ("kind: ServiceAccount\nmetadata: {name: c, namespace: \"a:b\"}\n", "ServiceAccount metadata.namespace: Invalid value: \"a:b\": a lowercase RFC 1123 label"),
+            ("kind: Pod\nmetadata: {name: web, namespace: ns}\nspec: {serviceAccountName: Builder, containers: []}\n", "Pod spec.serviceAccountName: Invalid value: \"Builder\""),
+            ("kind: Pod\nmetadata: {name: web, namespace: ns}\nspec: {nodeName: \"w/1\", containers: []}\n", "Pod spec.nodeName: Invalid value: \"w/1\""),
+            ("kind: Secret\nmetadata: {name: s, namespace: a.b}\n", "Secret metadata.namespace: Invalid value: \"a.b\": must not contain dots"),
+            ("kind: Node\nmetadata: {name: Worker}\n", "Node metadata.name: Invalid value: \"Worker\""),
+        ];
+        for (text, expected) in cases {
+            let mut store = ObjectStore::new(false);
+            let text = format!("kind: ServiceAccount\nmetadata: {{name: fine}}\n---\n{text}");
+            let err = store.load_manifests(&text, counter()).unwrap_err();
+            assert_eq!(err.document, 2, "{err}");
+            assert!(err.message.starts_with(expected), "{err}");
+        }
+        // A node's namespace is ignored, not checked.
+        let mut store = ObjectStore::new(false);
+        let text = "kind: Node\nmetadata: {name: worker-1, namespace: \"x:y\"}\n";
+        assert_eq!(store.load_manifests(text, counter()), Ok(1));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 
+use crate::errors::go_quote;
 use crate::token::BoundClaims;
 
 /// go-jose's default leeway for exp/nbf/iat, which kube-apiserver uses.
@@ -58,27 +59,6 @@ pub enum VerifyError {
     /// Signed and timely, but not shaped like a bound token (e.g. a legacy token).
     #[error("token claims are not those of a bound service account token: {0}")]
     Claims(String),
-}
-
-/// Go's `%q` for a string (ASCII-printable and common escapes, which is all a claim holds).
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 /// Go's `%q` for a `[]string`: `["a" "b"]`.

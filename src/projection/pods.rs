@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 
 use super::spec::PodInfo;
+use crate::names::{check_object_name, is_dns1123_label, is_dns1123_subdomain};
 
 /// One Pod out of a manifest file.
 #[derive(Debug, Clone)]
@@ -174,7 +175,7 @@ pub fn has_projected_volume(pod: &Pod) -> bool {
 
 /// `namespace` as a directory name: a DNS-1123 label, as Kubernetes requires of namespaces.
 pub fn check_namespace(namespace: &str) -> Result<(), String> {
-    if is_dns_label(namespace) {
+    if is_dns1123_label(namespace) {
         Ok(())
     } else {
         Err(format!(
@@ -185,22 +186,13 @@ pub fn check_namespace(namespace: &str) -> Result<(), String> {
 
 /// `name` as a directory name: a DNS-1123 subdomain, as Kubernetes requires of pod names.
 pub fn check_pod_name(name: &str) -> Result<(), String> {
-    if name.len() <= 253 && name.split('.').all(is_dns_label) {
+    if is_dns1123_subdomain(name) {
         Ok(())
     } else {
         Err(format!(
             "metadata.name {name:?} is not a valid pod name (a DNS subdomain: at most 253 characters of a-z, 0-9, '-' and '.', each part starting and ending with a letter or digit); it names the pod's directory"
         ))
     }
-}
-
-fn is_dns_label(label: &str) -> bool {
-    let bytes = label.as_bytes();
-    let alphanumeric = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    (1..=63).contains(&bytes.len())
-        && bytes.iter().all(|b| alphanumeric(b) || *b == b'-')
-        && bytes.first().is_some_and(alphanumeric)
-        && bytes.last().is_some_and(alphanumeric)
 }
 
 /// The pods admitted so far, by `namespace/name` and by uid, each with where it came from.
@@ -212,11 +204,15 @@ pub struct PodRegistry {
 
 impl PodRegistry {
     /// Admits a pod described at `origin` (e.g. `pods/web.yaml document 2`): its names must be
-    /// usable as directory names, and no earlier pod may have its `namespace/name` or its uid.
+    /// usable as directory names, its service account's a valid name, and no earlier pod may
+    /// have its `namespace/name` or its uid.
     /// An empty uid is not checked (the caller gives the pod a fresh one).
     pub fn admit(&mut self, origin: &str, pod: &PodInfo) -> Result<(), String> {
         check_namespace(&pod.namespace)?;
         check_pod_name(&pod.name)?;
+        // The pod's service account becomes an object of the emulated API: a name upstream
+        // refuses would give it a user name another account could share.
+        check_object_name("spec.serviceAccountName", &pod.service_account)?;
         let key = (pod.namespace.clone(), pod.name.clone());
         if let Some(first) = self.by_name.get(&key) {
             return Err(format!(
@@ -325,11 +321,29 @@ mod tests {
     }
 
     #[test]
+    fn registry_refuses_an_invalid_service_account_name() {
+        let pod = PodInfo {
+            namespace: "a".into(),
+            name: "web".into(),
+            service_account: "b:c".into(),
+            ..PodInfo::default()
+        };
+        let err = PodRegistry::default().admit("x", &pod).unwrap_err();
+        assert!(
+            err.starts_with(
+                "spec.serviceAccountName: Invalid value: \"b:c\": a lowercase RFC 1123 subdomain"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn registry_refuses_duplicate_names_and_uids() {
         let pod = |namespace: &str, name: &str, uid: &str| PodInfo {
             namespace: namespace.into(),
             name: name.into(),
             uid: uid.into(),
+            service_account: "default".into(),
             ..PodInfo::default()
         };
         let mut registry = PodRegistry::default();

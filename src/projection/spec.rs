@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{
 
 use super::paths::validate_path;
 use super::payload::{FileProjection, Payload};
+use crate::errors::go_quote;
 
 /// `ProjectedVolumeSourceDefaultMode`: 0644.
 pub const DEFAULT_MODE: u32 = 0o644;
@@ -564,39 +565,6 @@ pub fn format_map(map: &BTreeMap<String, String>) -> String {
         .map(|(k, v)| format!("{k}={}", go_quote(v)))
         .collect::<Vec<_>>()
         .join("\n")
-}
-
-/// Go's `strconv.Quote`: printable characters kept, the rest escaped.
-fn go_quote(value: &str) -> String {
-    let mut out = String::with_capacity(value.len() + 2);
-    out.push('"');
-    for c in value.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\u{7}' => out.push_str("\\a"),
-            '\u{8}' => out.push_str("\\b"),
-            '\u{c}' => out.push_str("\\f"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{b}' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c if c.is_control() => {
-                let code = c as u32;
-                if code <= 0xffff {
-                    out.push_str(&format!("\\u{code:04x}"));
-                } else {
-                    out.push_str(&format!("\\U{code:08x}"));
-                }
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }
 
 fn static_file(path: &str, data: Arc<[u8]>, mode: u32) -> PlannedFile {

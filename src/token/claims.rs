@@ -5,6 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::names::{is_dns1123_label, is_dns1123_subdomain};
+
 /// `WarnOnlyBoundTokenExpirationSeconds`: the marker lifetime of the default `kube-api-access` token.
 pub const WARN_ONLY_BOUND_TOKEN_EXPIRATION_SECONDS: i64 = 3607;
 /// `ExpirationExtensionSeconds`: how long an extended 3607 token really lives (365 days).
@@ -64,24 +66,37 @@ pub struct BoundClaims {
     pub sub: String,
 }
 
-/// Claims of a legacy secret-based token: flat private claims and no `exp`.
+/// Claims of a legacy secret-based token: flat private claims and no `exp`. A missing claim reads
+/// as empty, so that the validator can say which one is missing, as upstream's does.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LegacyClaims {
+    #[serde(default)]
     pub iss: String,
-    #[serde(rename = "kubernetes.io/serviceaccount/namespace")]
+    #[serde(default, rename = "kubernetes.io/serviceaccount/namespace")]
     pub namespace: String,
-    #[serde(rename = "kubernetes.io/serviceaccount/secret.name")]
+    #[serde(default, rename = "kubernetes.io/serviceaccount/secret.name")]
     pub secret_name: String,
-    #[serde(rename = "kubernetes.io/serviceaccount/service-account.name")]
+    #[serde(default, rename = "kubernetes.io/serviceaccount/service-account.name")]
     pub service_account_name: String,
-    #[serde(rename = "kubernetes.io/serviceaccount/service-account.uid")]
+    #[serde(default, rename = "kubernetes.io/serviceaccount/service-account.uid")]
     pub service_account_uid: String,
+    #[serde(default)]
     pub sub: String,
 }
 
 /// `system:serviceaccount:<namespace>:<name>`, the subject and user name of a service account.
 pub fn service_account_subject(namespace: &str, name: &str) -> String {
-    format!("system:serviceaccount:{namespace}:{name}")
+    format!("{SUBJECT_PREFIX}{namespace}:{name}")
+}
+
+const SUBJECT_PREFIX: &str = "system:serviceaccount:";
+
+/// Upstream's `SplitUsername`: the namespace and name of a service account user name, only when
+/// both are valid names (so `system:serviceaccount:a:b:c` names nobody).
+pub fn split_service_account_subject(subject: &str) -> Option<(&str, &str)> {
+    let rest = subject.strip_prefix(SUBJECT_PREFIX)?;
+    let (namespace, name) = rest.split_once(':')?;
+    (is_dns1123_label(namespace) && is_dns1123_subdomain(name)).then_some((namespace, name))
 }
 
 #[cfg(test)]
@@ -112,6 +127,26 @@ mod tests {
             json,
             r#"{"aud":["https://kubernetes.default.svc.cluster.local"],"exp":1731536000,"iat":1700000000,"iss":"https://kubernetes.default.svc.cluster.local","jti":"j","kubernetes.io":{"namespace":"default","pod":{"name":"p","uid":"pu"},"serviceaccount":{"name":"default","uid":"su"},"warnafter":1700003607},"nbf":1700000000,"sub":"system:serviceaccount:default:default"}"#
         );
+    }
+
+    #[test]
+    fn subjects_split_only_into_valid_names() {
+        assert_eq!(
+            split_service_account_subject("system:serviceaccount:ns:web.app"),
+            Some(("ns", "web.app"))
+        );
+        for bad in [
+            "system:serviceaccount:a:b:c",
+            "system:serviceaccount:ns",
+            "system:serviceaccount::app",
+            "system:serviceaccount:ns:",
+            "system:serviceaccount:NS:app",
+            "system:serviceaccount:a.b:app",
+            "system:admin",
+            "admin",
+        ] {
+            assert_eq!(split_service_account_subject(bad), None, "{bad}");
+        }
     }
 
     #[test]
