@@ -101,7 +101,8 @@ pub struct EmulateArgs {
     pub no_serve: bool,
 
     /// Emulator only: replace every token's lifetime with this many seconds (may go below 600,
-    /// e.g. 2, so client tests see many rotations).
+    /// e.g. 2, so client tests see many rotations): projected tokens and those of the
+    /// TokenRequest API alike.
     #[arg(long, env = "PROJECTED_TOKEN_EXPIRATION_SECONDS", value_parser = clap::value_parser!(i64).range(1..))]
     pub expiration_seconds: Option<i64>,
 
@@ -496,8 +497,8 @@ pub enum CtlCommand {
     /// Simulate an API outage for --duration: 503 with Retry-After (unavailable), or refused
     /// connections (refuse). Returns at once; the server ends the outage by itself.
     Outage(CtlOutageArgs),
-    /// Change the lifetime of every token the emulator mints (as --expiration-seconds); the
-    /// projected tokens are replaced at once.
+    /// Change the lifetime of every token the emulator mints, projected or through the
+    /// TokenRequest API (as --expiration-seconds); the projected tokens are replaced at once.
     Lifetime(CtlLifetimeArgs),
 }
 

@@ -875,9 +875,10 @@ fn in_cluster_against_emulate_follows_its_own_rotating_credentials() {
         own.kubernetes_claim().unwrap()["pod"]["uid"],
         "bound to the emulated pod the emulator knows"
     );
+    // Asked for 600 s; the emulator's --expiration-seconds compresses TokenRequest tokens too.
     assert_eq!(
         claims.numeric_claim("exp").unwrap() - claims.numeric_claim("iat").unwrap(),
-        600
+        3
     );
     // The status board is updated right after the rotation is logged.
     wait_until("readyz ok", WAIT, || {
@@ -957,10 +958,10 @@ fn in_cluster_against_emulate_follows_its_own_rotating_credentials() {
     }
     assert_eq!(ours.iter().collect::<BTreeSet<_>>().len(), ours.len());
     assert_eq!(sidecar.get("/readyz").0, 200);
-    assert_eq!(
-        metric(&sidecar.metrics(), SUCCESSES),
-        ours.len() as f64,
-        "one successful request per token"
+    // The 3 s tokens also rotate by themselves between the SIGHUPs.
+    assert!(
+        metric(&sidecar.metrics(), SUCCESSES) >= ours.len() as f64,
+        "a successful request per token at least"
     );
 
     sidecar.signal(Signal::TERM);
