@@ -5,6 +5,35 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// Prefix of the environment variables every flag reads.
+pub const ENV_PREFIX: &str = "PROJECTED_TOKEN_";
+
+/// Parses the command line and the environment, as [`Cli::parse`], with an empty
+/// `PROJECTED_TOKEN_*` variable meaning "not set" (clap would take it as an empty value: docker-
+/// compose's `${VAR:-}` and Kubernetes' `value: ""` set variables that way). The empty ones are
+/// removed from the environment first: call this before any other thread runs.
+pub fn parse() -> Cli {
+    for name in empty_variables(std::env::vars_os()) {
+        std::env::remove_var(name);
+    }
+    Cli::parse()
+}
+
+/// The names of the `PROJECTED_TOKEN_*` variables in `vars` whose value is empty.
+pub fn empty_variables(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Vec<std::ffi::OsString> {
+    vars.into_iter()
+        .filter(|(name, value)| {
+            value.is_empty()
+                && name
+                    .to_str()
+                    .is_some_and(|name| name.starts_with(ENV_PREFIX))
+        })
+        .map(|(name, _)| name)
+        .collect()
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "projected-token",
@@ -642,6 +671,18 @@ fn parse_reload_delay(text: &str) -> Result<jiff::SignedDuration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_variables_are_the_empty_ones_of_ours() {
+        let vars = [
+            ("PROJECTED_TOKEN_CONTEXT", ""),
+            ("PROJECTED_TOKEN_DIR", "/out"),
+            ("KUBE_CONTEXT", ""),
+            ("PROJECTED_TOKEN_ONCE", " "),
+        ]
+        .map(|(name, value)| (name.into(), value.into()));
+        assert_eq!(empty_variables(vars), ["PROJECTED_TOKEN_CONTEXT"]);
+    }
 
     #[test]
     fn reload_delays() {
