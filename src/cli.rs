@@ -394,6 +394,12 @@ pub struct SidecarArgs {
     #[arg(long, env = "PROJECTED_TOKEN_ONCE")]
     pub once: bool,
 
+    /// With --once: how long to keep retrying (with the backoff) while the API server is
+    /// unavailable (connection refused, timeout, 5xx, 429), e.g. while it starts next to an init
+    /// container. A refusal (401, 403, 404) or a rejected request fails at once. 0: no retry.
+    #[arg(long, env = "PROJECTED_TOKEN_ONCE_TIMEOUT", default_value = "60s", value_parser = parse_non_negative_duration)]
+    pub once_timeout: jiff::SignedDuration,
+
     /// First retry delay after a failure; doubles per failure with full jitter up to --backoff-cap.
     #[arg(long, env = "PROJECTED_TOKEN_BACKOFF_INITIAL", default_value = "1s")]
     pub backoff_initial: jiff::SignedDuration,
@@ -473,6 +479,17 @@ pub struct WatchArgs {
     /// How often to look when polling (with --poll, or when inotify is unavailable).
     #[arg(long, env = "PROJECTED_TOKEN_WATCH_POLL_INTERVAL", default_value = "1s", value_parser = parse_positive_duration)]
     pub poll_interval: jiff::SignedDuration,
+}
+
+/// A duration of zero or more in jiff's friendly format (`0s`, `30s`, `2m`) or ISO 8601.
+fn parse_non_negative_duration(text: &str) -> Result<jiff::SignedDuration, String> {
+    let duration: jiff::SignedDuration = text
+        .parse()
+        .map_err(|e| format!("not a duration ({e}); e.g. 0s, 30s, 2m"))?;
+    if duration.is_negative() {
+        return Err("must not be negative".to_owned());
+    }
+    Ok(duration)
 }
 
 /// A duration above zero in jiff's friendly format (`500ms`, `30s`, `2m`) or ISO 8601.
@@ -714,6 +731,11 @@ mod tests {
         assert!(parse_positive_duration("0s").is_err());
         assert!(parse_positive_duration("-1s").is_err());
         assert!(parse_positive_duration("10").is_err());
+        assert_eq!(
+            parse_non_negative_duration("0s"),
+            Ok(jiff::SignedDuration::ZERO)
+        );
+        assert!(parse_non_negative_duration("-1s").is_err());
     }
 
     #[test]
