@@ -5,6 +5,35 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// Prefix of the environment variables every flag reads.
+pub const ENV_PREFIX: &str = "PROJECTED_TOKEN_";
+
+/// Parses the command line and the environment, as [`Cli::parse`], with an empty
+/// `PROJECTED_TOKEN_*` variable meaning "not set" (clap would take it as an empty value: docker-
+/// compose's `${VAR:-}` and Kubernetes' `value: ""` set variables that way). The empty ones are
+/// removed from the environment first: call this before any other thread runs.
+pub fn parse() -> Cli {
+    for name in empty_variables(std::env::vars_os()) {
+        std::env::remove_var(name);
+    }
+    Cli::parse()
+}
+
+/// The names of the `PROJECTED_TOKEN_*` variables in `vars` whose value is empty.
+pub fn empty_variables(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Vec<std::ffi::OsString> {
+    vars.into_iter()
+        .filter(|(name, value)| {
+            value.is_empty()
+                && name
+                    .to_str()
+                    .is_some_and(|name| name.starts_with(ENV_PREFIX))
+        })
+        .map(|(name, _)| name)
+        .collect()
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "projected-token",
@@ -110,7 +139,8 @@ pub struct EmulateArgs {
     pub no_serve: bool,
 
     /// Emulator only: replace every token's lifetime with this many seconds (may go below 600,
-    /// e.g. 2, so client tests see many rotations).
+    /// e.g. 2, so client tests see many rotations): projected tokens and those of the
+    /// TokenRequest API alike.
     #[arg(long, env = "PROJECTED_TOKEN_EXPIRATION_SECONDS", value_parser = clap::value_parser!(i64).range(1..))]
     pub expiration_seconds: Option<i64>,
 
@@ -407,6 +437,12 @@ pub struct SidecarArgs {
     #[arg(long, env = "PROJECTED_TOKEN_ONCE")]
     pub once: bool,
 
+    /// With --once: how long to keep retrying (with the backoff) while the API server is
+    /// unavailable (connection refused, timeout, 5xx, 429), e.g. while it starts next to an init
+    /// container. A refusal (401, 403, 404) or a rejected request fails at once. 0: no retry.
+    #[arg(long, env = "PROJECTED_TOKEN_ONCE_TIMEOUT", default_value = "60s", value_parser = parse_non_negative_duration)]
+    pub once_timeout: jiff::SignedDuration,
+
     /// First retry delay after a failure; doubles per failure with full jitter up to --backoff-cap.
     #[arg(long, env = "PROJECTED_TOKEN_BACKOFF_INITIAL", default_value = "1s")]
     pub backoff_initial: jiff::SignedDuration,
@@ -488,6 +524,17 @@ pub struct WatchArgs {
     pub poll_interval: jiff::SignedDuration,
 }
 
+/// A duration of zero or more in jiff's friendly format (`0s`, `30s`, `2m`) or ISO 8601.
+fn parse_non_negative_duration(text: &str) -> Result<jiff::SignedDuration, String> {
+    let duration: jiff::SignedDuration = text
+        .parse()
+        .map_err(|e| format!("not a duration ({e}); e.g. 0s, 30s, 2m"))?;
+    if duration.is_negative() {
+        return Err("must not be negative".to_owned());
+    }
+    Ok(duration)
+}
+
 /// A duration above zero in jiff's friendly format (`500ms`, `30s`, `2m`) or ISO 8601.
 fn parse_positive_duration(text: &str) -> Result<jiff::SignedDuration, String> {
     let duration: jiff::SignedDuration = text
@@ -541,8 +588,8 @@ pub enum CtlCommand {
     /// Simulate an API outage for --duration: 503 with Retry-After (unavailable), or refused
     /// connections (refuse). Returns at once; the server ends the outage by itself.
     Outage(CtlOutageArgs),
-    /// Change the lifetime of every token the emulator mints (as --expiration-seconds); the
-    /// projected tokens are replaced at once.
+    /// Change the lifetime of every token the emulator mints, projected or through the
+    /// TokenRequest API (as --expiration-seconds); the projected tokens are replaced at once.
     Lifetime(CtlLifetimeArgs),
 }
 
@@ -688,6 +735,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn empty_variables_are_the_empty_ones_of_ours() {
+        let vars = [
+            ("PROJECTED_TOKEN_CONTEXT", ""),
+            ("PROJECTED_TOKEN_DIR", "/out"),
+            ("KUBE_CONTEXT", ""),
+            ("PROJECTED_TOKEN_ONCE", " "),
+        ]
+        .map(|(name, value)| (name.into(), value.into()));
+        assert_eq!(empty_variables(vars), ["PROJECTED_TOKEN_CONTEXT"]);
+    }
+
+    #[test]
     fn reload_delays() {
         let secs = jiff::SignedDuration::from_secs;
         assert_eq!(parse_reload_delay("5s"), Ok(secs(5)));
@@ -717,6 +776,11 @@ mod tests {
         assert!(parse_positive_duration("0s").is_err());
         assert!(parse_positive_duration("-1s").is_err());
         assert!(parse_positive_duration("10").is_err());
+        assert_eq!(
+            parse_non_negative_duration("0s"),
+            Ok(jiff::SignedDuration::ZERO)
+        );
+        assert!(parse_non_negative_duration("-1s").is_err());
     }
 
     #[test]

@@ -1,7 +1,5 @@
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    projected_token::commands::run(projected_token::cli::Cli::parse())
+    projected_token::commands::run(projected_token::cli::parse())
 }

@@ -657,6 +657,64 @@ async fn lifetime_changes_at_run_time() {
     assert_audited(&events, "put", "/projected-token/v1/lifetime", 422);
 }
 
+/// `--expiration-seconds` and `ctl lifetime` govern the tokens of the TokenRequest API too (the
+/// emulator's time compression), with a warning; without them upstream's 600 s minimum holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifetime_governs_token_requests_too() {
+    let emulator = Emulator::start(&["--expiration-seconds", "10"]);
+    let url = format!(
+        "{}/api/v1/namespaces/default/serviceaccounts/app/token",
+        emulator.url
+    );
+    let request = |seconds: i64| {
+        let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                          "spec": {"expirationSeconds": seconds}});
+        send(
+            &emulator.client,
+            Method::POST,
+            &url,
+            Some(&emulator.admin_token),
+            Some("application/json"),
+            Some(serde_json::to_vec(&body).expect("body")),
+        )
+    };
+    // The lifetime granted, as the answer says it and as the token has it.
+    let granted = |reply: &Reply| {
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let answer = reply.json();
+        let token = decoded(answer["status"]["token"].as_str().expect("token"));
+        let lived =
+            token.numeric_claim("exp").expect("exp") - token.numeric_claim("iat").expect("iat");
+        assert_eq!(answer["spec"]["expirationSeconds"].as_i64(), Some(lived));
+        lived
+    };
+    for asked in [600, 60, 3600] {
+        let reply = request(asked).await;
+        assert_eq!(granted(&reply), 10, "asked {asked}");
+        let warning = reply.header("warning").unwrap_or_default();
+        assert!(
+            warning.contains(&format!(
+                "requested expiration of {asked} seconds replaced by 10 seconds"
+            )),
+            "{warning}"
+        );
+    }
+
+    assert_success(&emulator.ctl(&["lifetime", "5s"]), &["lifetime"]);
+    assert_eq!(granted(&request(600).await), 5);
+
+    assert_success(&emulator.ctl(&["lifetime", "--reset"]), &["lifetime"]);
+    assert_eq!(granted(&request(600).await), 600);
+    let too_short = request(60).await;
+    assert!(
+        too_short
+            .assert_status(422, "Invalid")
+            .contains("may not specify a duration less than 10 minutes"),
+        "{}",
+        too_short.text
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controls_are_for_the_admin_only() {
     let emulator = Emulator::start(&[]);

@@ -496,6 +496,8 @@ async fn token_request(
             .map_err(body_error)?;
         // The issuer with the signing key of this moment (a rotation may replace it).
         let issuer = state.keys.issuer();
+        // `emulate --expiration-seconds` / `ctl lifetime` govern these tokens too.
+        let lifetime_override = state.projector.get().and_then(|p| p.lifetime());
         // The object store is locked for the checks only, not while signing.
         let prepared = prepare_token(
             &issuer,
@@ -503,6 +505,7 @@ async fn token_request(
             &namespace,
             &name,
             request,
+            lifetime_override,
             &mut new_uid,
         )?;
         let created = sign_token(&issuer, prepared, ctx.received_at)?;

@@ -10,7 +10,8 @@ use super::status::{go_quote, ApiError};
 use crate::issuer::objects::ObjectStore;
 use crate::issuer::{
     BoundKind, BoundObject, IssuedToken, Issuer, RequestError, ServiceAccountRef,
-    TokenRequestSpec as IssuerSpec, ValidatedRequest,
+    TokenRequestSpec as IssuerSpec, ValidatedRequest, DEFAULT_EXPIRATION_SECONDS,
+    MIN_EXPIRATION_SECONDS,
 };
 use crate::names::is_dns1123_label;
 use crate::token::ObjectRef;
@@ -37,16 +38,27 @@ pub struct PreparedToken {
 }
 
 /// Validates, resolves and mints one TokenRequest for service account `namespace/name`.
+/// `lifetime_override`: the emulator's time compression, as for [`prepare_token`].
+#[allow(clippy::too_many_arguments)] // the request, its context and the emulator's one switch
 pub fn create_token(
     issuer: &Issuer,
     objects: &mut ObjectStore,
     namespace: &str,
     name: &str,
     body: TokenRequest,
+    lifetime_override: Option<i64>,
     now: Timestamp,
     new_uid: &mut dyn FnMut() -> String,
 ) -> Result<CreatedToken, ApiError> {
-    let prepared = prepare_token(issuer, objects, namespace, name, body, new_uid)?;
+    let prepared = prepare_token(
+        issuer,
+        objects,
+        namespace,
+        name,
+        body,
+        lifetime_override,
+        new_uid,
+    )?;
     sign_token(issuer, prepared, now)
 }
 
@@ -55,12 +67,18 @@ pub fn create_token(
 /// (an RSA-2048 signature is ~0.25 ms) runs outside it and in parallel on the workers. As
 /// upstream, which reads the pod and then signs, an object deleted in between still gets its
 /// token, which stops authenticating at once.
+///
+/// `lifetime_override` is `emulate --expiration-seconds` (or `ctl lifetime`): every token gets
+/// that lifetime, whatever was asked (a deliberate difference: the emulator compresses time for
+/// TokenRequest clients as for its own volumes). The request is still checked as upstream checks
+/// it, except that a lifetime below 600 s passes, being replaced anyway.
 pub fn prepare_token(
     issuer: &Issuer,
     objects: &mut ObjectStore,
     namespace: &str,
     name: &str,
     body: TokenRequest,
+    lifetime_override: Option<i64>,
     new_uid: &mut dyn FnMut() -> String,
 ) -> Result<PreparedToken, ApiError> {
     // 0. The namespace must exist: upstream's NamespaceLifecycle admission answers a create in
@@ -113,7 +131,12 @@ pub fn prepare_token(
     // 4. Static validation (defaults, bounds, clamp, extension) before the bound object.
     let requested = IssuerSpec {
         audiences: spec.audiences.clone().unwrap_or_default(),
-        expiration_seconds: spec.expiration_seconds,
+        expiration_seconds: match lifetime_override {
+            Some(_) => spec
+                .expiration_seconds
+                .map(|s| s.max(MIN_EXPIRATION_SECONDS)),
+            None => spec.expiration_seconds,
+        },
         bound_object: None,
     };
     let mut validated = issuer.config.validate(&requested).map_err(|e| match e {
@@ -135,6 +158,12 @@ pub fn prepare_token(
             })
             .map_err(|e| ApiError::internal(e.to_string()))?;
     }
+    if let Some(seconds) = lifetime_override {
+        let asked = spec
+            .expiration_seconds
+            .unwrap_or(DEFAULT_EXPIRATION_SECONDS);
+        validated = compress_lifetime(validated, asked, seconds);
+    }
     Ok(PreparedToken {
         body,
         spec,
@@ -145,6 +174,19 @@ pub fn prepare_token(
         },
         validated,
     })
+}
+
+/// The emulator's time compression of a validated request: its lifetime becomes `seconds` (the
+/// 3607 extension decided on what was asked stays, as for the emulator's own volumes), and the
+/// only warning says so, since any clamp it replaces no longer applies.
+fn compress_lifetime(validated: ValidatedRequest, asked: i64, seconds: i64) -> ValidatedRequest {
+    let warning = format!(
+        "requested expiration of {asked} seconds replaced by {seconds} seconds: the emulator compresses token lifetimes (emulate --expiration-seconds, ctl lifetime)"
+    );
+    ValidatedRequest {
+        warnings: vec![warning],
+        ..validated.with_lifetime_override(seconds)
+    }
 }
 
 /// Signs a prepared TokenRequest and builds the response; needs no objects.
@@ -339,7 +381,7 @@ mod tests {
             counter += 1;
             format!("new-{counter}")
         };
-        create_token(issuer, &mut store(), "ns", sa, body, now(), &mut uid)
+        create_token(issuer, &mut store(), "ns", sa, body, None, now(), &mut uid)
     }
 
     fn claims(created: &CreatedToken) -> serde_json::Value {
@@ -489,6 +531,7 @@ mod tests {
                 namespace,
                 name,
                 body,
+                None,
                 now(),
                 &mut uid,
             )
@@ -601,6 +644,56 @@ mod tests {
         assert_eq!(claims(&clamped)["exp"], now().as_second() + 3600);
     }
 
+    /// The emulator's time compression: any lifetime asked (even below 600 s) becomes the
+    /// override, with a warning; the extension is still decided on what was asked.
+    #[test]
+    fn lifetime_override_replaces_every_lifetime() {
+        // A maximum of 3600 s: its clamp (7200) gives way to the compression too.
+        let compressed_under = |max, seconds: Option<i64>, bound| {
+            let mut uid = || "fresh".to_owned();
+            create_token(
+                &issuer(max),
+                &mut store(),
+                "ns",
+                "app",
+                request(seconds, &[], bound),
+                Some(10),
+                now(),
+                &mut uid,
+            )
+        };
+        let compressed = |seconds, bound| compressed_under(None, seconds, bound);
+        let iat = now().as_second();
+        for asked in [None, Some(60), Some(600), Some(7200)] {
+            let created = compressed_under(Some(3600), asked, None).expect("created");
+            let spec = created.response.spec.clone().unwrap_or_default();
+            assert_eq!(spec.expiration_seconds, Some(10), "{asked:?}");
+            let status = created.response.status.clone().unwrap_or_default();
+            assert_eq!(
+                status.expiration_timestamp.map(|t| t.0.as_second()),
+                Some(iat + 10)
+            );
+            assert_eq!(claims(&created)["exp"], iat + 10, "{asked:?}");
+            assert_eq!(created.warnings.len(), 1, "{asked:?}");
+            assert!(
+                created.warnings[0].starts_with(&format!(
+                    "requested expiration of {} seconds replaced by 10 seconds",
+                    asked.unwrap_or(3600)
+                )),
+                "{:?}",
+                created.warnings
+            );
+        }
+        let extended = compressed(Some(3607), Some(("v1", "Pod", "web", None))).expect("created");
+        assert_eq!(claims(&extended)["exp"], iat + 31_536_000);
+        assert_eq!(claims(&extended)["kubernetes.io"]["warnafter"], iat + 10);
+        // Upstream's other checks still hold.
+        let too_long = compressed(Some((1 << 32) + 1), None).err();
+        assert_eq!(too_long.map(|e| e.code), Some(422));
+        let no_pod = compressed(None, Some(("v1", "Pod", "gone", None))).err();
+        assert_eq!(no_pod.map(|e| e.code), Some(404));
+    }
+
     #[test]
     fn auto_create_makes_the_service_account_and_bound_pod_with_the_given_uid() {
         let mut objects = ObjectStore::new(true);
@@ -611,6 +704,7 @@ mod tests {
             "ns",
             "new-sa",
             request(None, &[], Some(("v1", "Pod", "p", Some("given")))),
+            None,
             now(),
             &mut uid,
         )

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use jiff::SignedDuration;
+
 use super::volumes::{
     drop_ownership_unless_root, load_named_dirs, log_rotation, pod_volumes, recover_volumes,
     single_volume,
@@ -13,9 +15,10 @@ use crate::clock::{Clock, SystemClock};
 use crate::health::{self, HealthState};
 use crate::hooks::{parse_signal, Hook, HookRunner, SignalTarget};
 use crate::projection::spec::{token_volume_source, DataSources, PodInfo};
-use crate::refresher::{heal, Backoff, Control, ProjectedVolume, Refresher};
+use crate::refresher::{heal, Backoff, Control, ProjectedVolume, Refresher, RefresherError};
 use crate::source::connection::{self, ConnectionSpec};
 use crate::source::kube::KubeTokenSource;
+use crate::source::TokenSource;
 
 /// The volume name (and log label) of the flag-defined token.
 const VOLUME_NAME: &str = "token";
@@ -59,11 +62,11 @@ pub async fn run(args: SidecarArgs) -> Result<(), CommandError> {
         .with_backoff(backoff)
         .on_rotation(log_rotation);
     if args.once {
-        return refresher
-            .project_once()
-            .await
-            .map(|_written| ())
-            .map_err(|e| CommandError::failure(e.to_string()));
+        let wait = OnceWait {
+            timeout: args.once_timeout,
+            backoff,
+        };
+        return project_once(&mut refresher, wait, clock.as_ref(), shutdown).await;
     }
 
     // Hooks run on their own task, in order, so a slow one never holds up a refresh.
@@ -97,6 +100,78 @@ pub async fn run(args: SidecarArgs) -> Result<(), CommandError> {
         .map_err(|e| CommandError::failure(e.to_string()))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long and how often `--once` tries while the API server is unavailable.
+#[derive(Debug, Clone, Copy)]
+struct OnceWait {
+    timeout: SignedDuration,
+    backoff: Backoff,
+}
+
+impl OnceWait {
+    /// The wait before the next try after `error`, the `failures`-th failure in a row, `elapsed`
+    /// after the first try began (`fraction` in [0, 1) draws the jitter); `None` to give up: the
+    /// error is not one of availability, or the next try would begin after the timeout.
+    fn retry_delay(
+        &self,
+        error: &RefresherError,
+        failures: u32,
+        elapsed: SignedDuration,
+        fraction: f64,
+    ) -> Option<SignedDuration> {
+        let RefresherError::Rejected { source, .. } = error else {
+            return None; // a write failed: the disk, not the server
+        };
+        if !source.is_transient() {
+            return None;
+        }
+        let delay = self.backoff.delay(failures, fraction);
+        let delay = source.retry_after().map_or(delay, |floor| delay.max(floor));
+        (elapsed + delay < self.timeout).then_some(delay)
+    }
+}
+
+/// `--once`: every token written, retrying while the server is unavailable (an init container
+/// may start before the API server answers), within `wait.timeout`.
+async fn project_once<S: TokenSource>(
+    refresher: &mut Refresher<S>,
+    wait: OnceWait,
+    clock: &dyn Clock,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), CommandError> {
+    let started = clock.now();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut failures = 0;
+    loop {
+        let err = match refresher.project_once().await {
+            Ok(_written) => return Ok(()),
+            Err(err) => err,
+        };
+        failures += 1;
+        let elapsed = clock.now().duration_since(started);
+        let Some(delay) = wait.retry_delay(&err, failures, elapsed, fastrand::f64()) else {
+            return Err(CommandError::failure(match failures {
+                1 => err.to_string(),
+                _ => format!(
+                    "{err} (still failing after {failures} tries in {:.0}s; --once-timeout {:#})",
+                    elapsed.as_secs_f64(),
+                    wait.timeout
+                ),
+            }));
+        };
+        tracing::warn!(
+            retry_in = %format!("{delay:#}"),
+            "--once: the API server is unavailable; trying again"
+        );
+        let pause = tokio::time::sleep(std::time::Duration::try_from(delay).unwrap_or_default());
+        tokio::select! {
+            _ = pause => {}
+            _ = &mut shutdown => {
+                return Err(CommandError::failure(format!("stopped before every token was written: {err}")));
+            }
+        }
+    }
 }
 
 /// Kubeconfig when given, in-cluster otherwise.
@@ -227,4 +302,58 @@ async fn serve_health(
             tracing::error!(error = %e, "health endpoint stopped");
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::SourceError;
+
+    fn failed(source: SourceError) -> RefresherError {
+        RefresherError::Rejected {
+            volume: "token".into(),
+            path: "token".into(),
+            source,
+        }
+    }
+
+    #[test]
+    fn once_retries_only_unavailability_and_only_within_its_timeout() {
+        let secs = SignedDuration::from_secs;
+        let wait = OnceWait {
+            timeout: secs(60),
+            backoff: Backoff {
+                initial: secs(1),
+                cap: secs(8),
+            },
+        };
+        let refused = failed(SourceError::Unavailable("connection refused".into()));
+        assert_eq!(wait.retry_delay(&refused, 1, secs(0), 1.0), Some(secs(1)));
+        assert_eq!(wait.retry_delay(&refused, 5, secs(10), 1.0), Some(secs(8)));
+        assert_eq!(wait.retry_delay(&refused, 5, secs(52), 1.0), None);
+        let throttled = failed(SourceError::Throttled {
+            message: "429".into(),
+            retry_after: secs(20),
+        });
+        assert_eq!(
+            wait.retry_delay(&throttled, 1, secs(0), 0.5),
+            Some(secs(20))
+        );
+        assert_eq!(wait.retry_delay(&throttled, 1, secs(45), 0.5), None);
+        for fatal in [
+            failed(SourceError::Refused("403 Forbidden".into())),
+            failed(SourceError::Rejected("422".into())),
+            RefresherError::Write {
+                volume: "token".into(),
+                message: "disk full".into(),
+            },
+        ] {
+            assert_eq!(wait.retry_delay(&fatal, 1, secs(0), 1.0), None, "{fatal}");
+        }
+        let no_wait = OnceWait {
+            timeout: SignedDuration::ZERO,
+            ..wait
+        };
+        assert_eq!(no_wait.retry_delay(&refused, 1, secs(0), 0.0), None);
+    }
 }

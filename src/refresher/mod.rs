@@ -71,7 +71,7 @@ pub struct RotationEvent {
 /// Why the refresher stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RefresherError {
-    #[error("volume {volume}, token {path}: {source}")]
+    #[error("volume {volume:?}, file {path:?}: {source}")]
     Rejected {
         volume: String,
         path: String,
@@ -193,7 +193,8 @@ pub type StatusBoard = Arc<std::sync::Mutex<Vec<TokenStatus>>>;
 fn failure_reason(err: &SourceError) -> &'static str {
     match err {
         SourceError::Rejected(_) => "rejected",
-        SourceError::Unavailable(_) => "unavailable",
+        // A refusal is retried like an outage, and counted with it.
+        SourceError::Unavailable(_) | SourceError::Refused(_) => "unavailable",
         SourceError::Throttled { .. } => "throttled",
     }
 }

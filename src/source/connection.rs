@@ -86,6 +86,14 @@ impl std::fmt::Debug for PemSource {
 }
 
 impl PemSource {
+    /// Where the PEM comes from, for messages: the file, or the kubeconfig's inline data.
+    pub fn origin(&self, data_field: &str) -> String {
+        match self {
+            Self::Inline(_) => format!("the kubeconfig's {data_field}"),
+            Self::File(path) => format!("file {}", path.display()),
+        }
+    }
+
     fn read(&self, what: &str) -> Result<Vec<u8>, ConnectionError> {
         match self {
             Self::Inline(bytes) => Ok(bytes.clone()),
@@ -249,12 +257,23 @@ fn decode_data(field: &str, data: &str) -> Result<Vec<u8>, ConnectionError> {
         .map_err(|e| error(format!("kubeconfig {field} is not base64: {e}")))
 }
 
+/// A client certificate chain and its key, PEM.
+type IdentityPem = (Vec<u8>, Vec<u8>);
+
 /// Time limits of one API request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl ConnectionSpec {
-    /// Builds the HTTP client: TLS trusting only the cluster CA, the client identity if any.
+    /// Where the CA comes from, for messages ("file /path/ca.crt"), if one is configured.
+    pub fn ca_origin(&self) -> Option<String> {
+        self.ca
+            .as_ref()
+            .map(|ca| ca.origin("certificate-authority-data"))
+    }
+
+    /// Builds the HTTP client: TLS trusting only the cluster CA (see [`super::server_trust`]),
+    /// the client identity if any.
     pub fn client(&self) -> Result<reqwest::Client, ConnectionError> {
         let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
@@ -264,20 +283,28 @@ impl ConnectionSpec {
             tracing::warn!(server = %self.server, "insecure-skip-tls-verify: the API server's certificate is not verified");
             builder = builder.tls_danger_accept_invalid_certs(true);
         } else if let Some(ca) = &self.ca {
+            // Our own rustls configuration carries the CA and the client identity.
             let pem = ca.read("certificate authority")?;
-            let certificates = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| error(format!("certificate authority: {e}")))?;
-            if certificates.is_empty() {
-                return Err(error(
-                    "certificate authority: no PEM CERTIFICATE block found",
-                ));
-            }
-            builder = builder.tls_certs_only(certificates);
+            let identity = self.identity_pem()?;
+            let tls = super::server_trust::client_config(
+                &pem,
+                identity.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+            )
+            .map_err(|e| {
+                error(format!(
+                    "certificate authority ({}) or client certificate: {e}",
+                    ca.origin("certificate-authority-data")
+                ))
+            })?;
+            return builder
+                .tls_backend_preconfigured(tls)
+                .build()
+                .map_err(|e| error(format!("HTTP client for {}: {e}", self.server)));
         }
-        if let (Some(cert), Some(key)) = (&self.client_certificate, &self.client_key) {
-            let mut pem = cert.read("client certificate")?;
+        if let Some((cert, key)) = self.identity_pem()? {
+            let mut pem = cert;
             pem.push(b'\n');
-            pem.extend(key.read("client key")?);
+            pem.extend(key);
             let identity = reqwest::Identity::from_pem(&pem)
                 .map_err(|e| error(format!("client certificate and key: {e}")))?;
             builder = builder.identity(identity);
@@ -285,6 +312,17 @@ impl ConnectionSpec {
         builder
             .build()
             .map_err(|e| error(format!("HTTP client for {}: {e}", self.server)))
+    }
+
+    /// The client certificate chain and key, PEM, if configured.
+    fn identity_pem(&self) -> Result<Option<IdentityPem>, ConnectionError> {
+        match (&self.client_certificate, &self.client_key) {
+            (Some(cert), Some(key)) => Ok(Some((
+                cert.read("client certificate")?,
+                key.read("client key")?,
+            ))),
+            _ => Ok(None),
+        }
     }
 
     /// The bearer token for the next request at `now` (a token file is read now; an exec

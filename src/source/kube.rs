@@ -28,6 +28,31 @@ pub struct KubeTokenSource {
     /// could be shared; a few at a time reuse it, and spare the API server a burst
     /// (client-go's default rate limit is 5 per second with a burst of 10).
     in_flight: std::sync::Arc<tokio::sync::Semaphore>,
+    /// What the server is, asked once after the first 403 (for the hint).
+    server_kind: tokio::sync::OnceCell<ServerKind>,
+}
+
+/// Which kind of API server answers: the fix for a 403 depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    /// A kube-apiserver (or anything not known to be the emulator): RBAC decides.
+    Kubernetes,
+    /// projected-token's emulator (`serve`, `emulate`): no RBAC; the admin credential or
+    /// `--allow-any-token-request` decides.
+    Emulator,
+}
+
+impl ServerKind {
+    /// From the `gitVersion` of `GET /version` (the emulator's ends in `-projected-token.<v>`).
+    pub fn from_version(body: &[u8]) -> Self {
+        let version: Option<String> = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("gitVersion")?.as_str().map(str::to_owned));
+        match version {
+            Some(v) if v.contains("-projected-token.") => Self::Emulator,
+            _ => Self::Kubernetes,
+        }
+    }
 }
 
 /// Token requests in flight at once, per source.
@@ -44,11 +69,46 @@ impl KubeTokenSource {
             client,
             clock,
             in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS_IN_FLIGHT)),
+            server_kind: tokio::sync::OnceCell::new(),
         }
     }
 
     pub fn connection(&self) -> &ConnectionSpec {
         &self.connection
+    }
+
+    /// What the server is, from its public `/version` (asked once; a failure means Kubernetes).
+    async fn server_kind(&self) -> ServerKind {
+        *self
+            .server_kind
+            .get_or_init(|| async {
+                let url = format!("{}/version", self.connection.server);
+                match self.client.get(&url).send().await {
+                    Ok(response) => read_bounded(response, 64 << 10)
+                        .await
+                        .map(|body| ServerKind::from_version(&body))
+                        .unwrap_or(ServerKind::Kubernetes),
+                    Err(_) => ServerKind::Kubernetes,
+                }
+            })
+            .await
+    }
+
+    /// `POST URL: what happened`, the URL said once (reqwest's own text repeats it), with the
+    /// meaning of the known configuration mistakes first; those are refusals (`--once` does not
+    /// wait for them), anything else is unavailability.
+    fn send_error(&self, url: &str, error: reqwest::Error) -> SourceError {
+        let error = error.without_url();
+        let chain = crate::errors::error_chain(&error);
+        let ca_origin = self.connection.ca_origin();
+        let context = super::send_errors::SendContext {
+            server: &self.connection.server,
+            ca_origin: ca_origin.as_deref(),
+        };
+        match super::send_errors::explain(&error, context) {
+            Some(meaning) => SourceError::Refused(format!("POST {url}: {meaning} ({chain})")),
+            None => SourceError::Unavailable(format!("POST {url}: {chain}")),
+        }
     }
 }
 
@@ -82,29 +142,35 @@ pub fn parse_retry_after(value: &str, now: Timestamp) -> Option<SignedDuration> 
     Some(at.duration_since(now).max(SignedDuration::ZERO))
 }
 
-/// Turns an API server answer into a grant, or an error that says what to do.
+/// Turns an API server answer into a grant, or an error that says what to do (`server`: what
+/// answered, which decides the fix for a 403).
 pub fn grant_from_response(
     status: u16,
     retry_after: Option<&str>,
     body: &[u8],
     request: &TokenRequest,
     identity: &str,
+    server: ServerKind,
     now: Timestamp,
 ) -> Result<TokenGrant, SourceError> {
     let message = || status_message(body).unwrap_or_else(|| format!("HTTP {status}"));
     let account = format!("{}/{}", request.namespace, request.service_account);
     match status {
         200 | 201 => grant_from_body(body, request, now),
-        401 => Err(SourceError::Unavailable(format!(
+        401 => Err(SourceError::Refused(format!(
             "401 Unauthorized: the API server rejected our own credentials ({identity}); check that they are valid and not expired"
         ))),
-        403 => Err(SourceError::Unavailable(format!(
+        403 if server == ServerKind::Emulator => Err(SourceError::Refused(format!(
+            "403 Forbidden: {}; the server is the projected-token emulator, which has no RBAC: connect with its admin credential (the token in its --admin-token-file, or its admin client certificate) instead of {identity}, or start it with --allow-any-token-request",
+            message()
+        ))),
+        403 => Err(SourceError::Refused(format!(
             "403 Forbidden: {}; grant `create` on `serviceaccounts/token` for {account}, e.g. a Role with rules [{{apiGroups: [\"\"], resources: [\"serviceaccounts/token\"], verbs: [\"create\"], resourceNames: [\"{}\"]}}] in namespace {} bound (RoleBinding) to the identity we use ({identity})",
             message(),
             request.service_account,
             request.namespace
         ))),
-        404 => Err(SourceError::Unavailable(format!(
+        404 => Err(SourceError::Refused(format!(
             "404 Not Found: {}; create service account {account} (and its namespace), or fix --namespace/--service-account",
             message()
         ))),
@@ -213,17 +279,19 @@ impl TokenSource for KubeTokenSource {
             .connection
             .bearer_token(self.clock.now())
             .await
-            .map_err(|e| SourceError::Unavailable(e.to_string()))?
+            .map_err(|e| SourceError::Refused(e.to_string()))?
         {
             http = http.bearer_auth(token);
         }
-        let response = http.send().await.map_err(|e| {
-            SourceError::Unavailable(format!("POST {url}: {}", crate::errors::error_chain(&e)))
-        })?;
+        let response = http.send().await.map_err(|e| self.send_error(&url, e))?;
         let status = response.status().as_u16();
         if status == 401 {
             self.connection.credential_refused().await;
         }
+        let server = match status {
+            403 => self.server_kind().await,
+            _ => ServerKind::Kubernetes,
+        };
         let retry_after = response
             .headers()
             .get("retry-after")
@@ -239,6 +307,7 @@ impl TokenSource for KubeTokenSource {
             &body,
             request,
             &self.connection.identity,
+            server,
             self.clock.now(),
         )
     }
@@ -324,12 +393,22 @@ mod tests {
         retry_after: Option<&str>,
         body: &[u8],
     ) -> Result<TokenGrant, SourceError> {
+        respond_from(ServerKind::Kubernetes, status, retry_after, body)
+    }
+
+    fn respond_from(
+        server: ServerKind,
+        status: u16,
+        retry_after: Option<&str>,
+        body: &[u8],
+    ) -> Result<TokenGrant, SourceError> {
         grant_from_response(
             status,
             retry_after,
             body,
             &request(),
             "test identity",
+            server,
             now(),
         )
     }
@@ -396,6 +475,25 @@ mod tests {
             forbidden.contains("serviceaccounts/token") && forbidden.contains("RoleBinding"),
             "{forbidden}"
         );
+        let emulator = respond_from(ServerKind::Emulator, 403, None, status)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        for needle in [
+            "--admin-token-file",
+            "--allow-any-token-request",
+            "test identity",
+        ] {
+            assert!(emulator.contains(needle), "{needle}: {emulator}");
+        }
+        assert!(!emulator.contains("RoleBinding"), "{emulator}");
+        for refused in [401, 403, 404] {
+            let err = respond(refused, None, status).err();
+            assert!(
+                matches!(err, Some(SourceError::Refused(_))),
+                "{refused}: {err:?}"
+            );
+        }
         let unauthorized = respond(401, None, b"")
             .err()
             .map(|e| e.to_string())
@@ -417,6 +515,16 @@ mod tests {
         );
         let server = respond(500, None, b"").err();
         assert!(matches!(server, Some(SourceError::Unavailable(_))));
+    }
+
+    #[test]
+    fn the_emulator_is_known_by_its_version() {
+        let emulator =
+            br#"{"major":"1","minor":"37","gitVersion":"v1.37.0-projected-token.0.1.0"}"#;
+        assert_eq!(ServerKind::from_version(emulator), ServerKind::Emulator);
+        let kubernetes = br#"{"major":"1","minor":"33","gitVersion":"v1.33.2"}"#;
+        assert_eq!(ServerKind::from_version(kubernetes), ServerKind::Kubernetes);
+        assert_eq!(ServerKind::from_version(b"<html>"), ServerKind::Kubernetes);
     }
 
     #[test]

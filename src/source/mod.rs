@@ -4,6 +4,8 @@
 pub mod connection;
 pub mod exec_credential;
 pub mod kube;
+pub mod send_errors;
+pub mod server_trust;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -93,9 +95,14 @@ pub enum SourceError {
     /// The request itself is wrong (bad lifetime, unknown object): retrying will not help.
     #[error("token request rejected: {0}")]
     Rejected(String),
-    /// A failure that may pass (network, server overload, missing permission an admin may add).
+    /// A failure that may pass by itself (network, server overload, an unusable answer).
     #[error("token request failed: {0}")]
     Unavailable(String),
+    /// The server refused us (401, 403, 404) or our own credential could not be had: it may pass
+    /// once someone acts (an admin grants the role, the credential is renewed), so the daemon
+    /// keeps retrying, but `--once` does not wait for it.
+    #[error("token request failed: {0}")]
+    Refused(String),
     /// The server asked us to come back later (429 or 503 with `Retry-After`).
     #[error("token request throttled: {message} (retry after {retry_after:#})")]
     Throttled {
@@ -111,6 +118,12 @@ impl SourceError {
             Self::Throttled { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
+    }
+
+    /// A failure of availability (connection refused, timeout, 5xx, 429, an unusable answer)
+    /// that waiting may cure by itself, as opposed to a refusal or a rejected request.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Throttled { .. })
     }
 }
 
