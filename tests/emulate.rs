@@ -488,12 +488,16 @@ fn tampered_links_are_put_back_logged_and_counted() {
     let ours = |dir: &Path, name: &str| {
         std::fs::read_link(dir.join(name)).ok() == Some(format!("..data/{name}").into())
     };
-    let repairs = |url: &str, dir: &Path, path: &str, found: &str| {
+    // Counted just after the log line: polled.
+    let counted_once = |url: &str, dir: &Path, path: &str, found: &str| {
         let ca = std::fs::read_to_string(dir.join("ca.crt")).unwrap();
-        let page = https_get(&format!("{url}/metrics"), &ca);
         let path = format!("path=\"{path}\"");
         let found = format!("found=\"{found}\"");
-        metric_with(&page, &["projected_token_repairs_total", &path, &found])
+        common::wait_until(&format!("{path} {found} counted once"), WAIT, || {
+            let page = https_get(&format!("{url}/metrics"), &ca);
+            let count = metric_with(&page, &["projected_token_repairs_total", &path, &found]);
+            (count == Some(1.0)).then_some(())
+        });
     };
 
     let mut emulator = common::Emulator::start(tmp.path(), &[]);
@@ -520,8 +524,8 @@ fn tampered_links_are_put_back_logged_and_counted() {
     );
     assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
     assert_consistent_layout(&dir, &["ca.crt", "namespace", "token"]);
-    assert_eq!(repairs(&emulator.url, &dir, "token", "symlink"), Some(1.0));
-    assert_eq!(repairs(&emulator.url, &dir, "ca.crt", "fifo"), Some(1.0));
+    counted_once(&emulator.url, &dir, "token", "symlink");
+    counted_once(&emulator.url, &dir, "ca.crt", "fifo");
     emulator.process.signal(Signal::TERM);
     assert!(emulator.process.wait_exit(WAIT).success());
 
@@ -533,7 +537,7 @@ fn tampered_links_are_put_back_logged_and_counted() {
     });
     let line = emulator.process.wait_for_log("repaired an entry", WAIT);
     assert!(line.contains("path=token"), "{line}");
-    assert_eq!(repairs(&emulator.url, &dir, "token", "symlink"), Some(1.0));
+    counted_once(&emulator.url, &dir, "token", "symlink");
     assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
     assert_consistent_layout(&dir, &["ca.crt", "namespace", "token"]);
 }

@@ -43,6 +43,20 @@ const FLAG_VOLUME: [&str; 3] = ["ca.crt", "namespace", "token"];
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
+/// Waits until `dir` holds one version directory: a new version is readable from its swap, and
+/// the previous one is removed a moment later (after an fsync), so a layout checked as soon as
+/// the new token reads may still show it.
+fn wait_for_one_version(dir: &Path) {
+    wait_until("the previous version removed", WAIT, || {
+        let versions = std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| common::is_timestamp_dir_name(&entry.file_name().to_string_lossy()))
+            .count();
+        (versions == 1).then_some(())
+    });
+}
+
 fn arg(path: &Path) -> String {
     path.to_str().expect("UTF-8 path").to_owned()
 }
@@ -1489,6 +1503,7 @@ fn faults_keep_the_old_token_retry_within_bounds_and_recover() {
         decode(&recovered).unwrap().audiences(),
         vec!["vault".to_owned()]
     );
+    wait_for_one_version(&out);
     assert_consistent_layout(&out, &FLAG_VOLUME);
     let (status, body) = sidecar.get("/readyz");
     assert_eq!(status, 200, "{body}");
@@ -2035,6 +2050,7 @@ fn tampering_is_undone_with_the_same_token() {
                 && std::fs::read_link(out.join("..data")).is_ok())
             .then_some(())
         });
+        wait_for_one_version(&out);
         assert_consistent_layout(&out, &FLAG_VOLUME);
     };
 
@@ -2065,6 +2081,21 @@ fn tampering_is_undone_with_the_same_token() {
 /// The repair counter of the flag-defined volume's `path` for what was `found` there.
 fn repairs(path: &str, found: &str) -> String {
     format!("projected_token_repairs_total{{volume=\"token\",path=\"{path}\",found=\"{found}\"}}")
+}
+
+/// Waits for /readyz 200: a rotation is logged just before the status board says its token is
+/// written, and a link is put back just before the repair is counted.
+fn wait_ready(sidecar: &Sidecar) {
+    wait_until("readyz 200", WAIT, || {
+        (sidecar.get("/readyz").0 == 200).then_some(())
+    });
+}
+
+/// Waits for `series` to read `value` (a repair is logged just before it is counted).
+fn wait_metric(sidecar: &Sidecar, series: &str, value: f64) {
+    wait_until(&format!("{series} = {value}"), WAIT, || {
+        (metric(&sidecar.metrics(), series) == value).then_some(())
+    });
 }
 
 fn is_ours(dir: &Path, name: &str) -> bool {
@@ -2100,11 +2131,8 @@ fn a_link_pointed_elsewhere_is_put_back_logged_and_counted() {
         line.contains(&format!("path=token found=a symlink to {victim:?}")),
         "{line}"
     );
-    assert_eq!(
-        metric(&sidecar.metrics(), &repairs("token", "symlink")),
-        1.0
-    );
-    assert_eq!(sidecar.get("/readyz").0, 200);
+    wait_metric(&sidecar, &repairs("token", "symlink"), 1.0);
+    wait_ready(&sidecar);
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
     sidecar.signal(Signal::TERM);
     assert!(sidecar.wait_exit(WAIT).success());
@@ -2121,11 +2149,8 @@ fn a_link_pointed_elsewhere_is_put_back_logged_and_counted() {
         .find(|line| line.contains("repaired an entry"))
         .expect("a repair logged at start");
     assert!(line.contains("path=token"), "{line}");
-    assert_eq!(
-        metric(&sidecar.metrics(), &repairs("token", "symlink")),
-        1.0
-    );
-    assert_eq!(sidecar.get("/readyz").0, 200);
+    wait_metric(&sidecar, &repairs("token", "symlink"), 1.0);
+    wait_ready(&sidecar);
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
     assert_consistent_layout(&out, &FLAG_VOLUME);
     sidecar.signal(Signal::TERM);
@@ -2170,7 +2195,7 @@ fn readyz_follows_what_a_reader_of_the_token_path_gets() {
         &[],
     );
     sidecar.wait_for_rotations(1, STARTUP);
-    assert_eq!(sidecar.get("/readyz").0, 200);
+    wait_ready(&sidecar);
 
     let other = tmp.path().join("other");
     std::fs::create_dir(&other).unwrap();
@@ -2208,13 +2233,10 @@ fn readyz_follows_what_a_reader_of_the_token_path_gets() {
     assert_eq!(metric(&sidecar.metrics(), ready), 0.0);
 
     sidecar.signal(Signal::HUP);
-    wait_until("readyz 200 again", WAIT, || {
-        (sidecar.get("/readyz").0 == 200).then_some(())
-    });
+    wait_ready(&sidecar);
     assert!(is_ours(&out, "token"));
-    let page = sidecar.metrics();
-    assert_eq!(metric(&page, ready), 1.0);
-    assert_eq!(metric(&page, &repairs("token", "symlink")), 1.0);
+    wait_metric(&sidecar, &repairs("token", "symlink"), 1.0);
+    assert_eq!(metric(&sidecar.metrics(), ready), 1.0);
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
     drop(mount);
     sidecar.signal(Signal::TERM);
