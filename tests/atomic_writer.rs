@@ -4,11 +4,13 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use projected_token::projection::atomic_writer::{DATA_DIR_NAME, NEW_DATA_DIR_NAME};
+use projected_token::projection::links::NEW_LINK_NAME;
 use projected_token::projection::{
-    AtomicWriter, FileProjection, Payload, WriteError, WriteOutcome, WriterOptions,
+    AtomicWriter, FileProjection, Found, Payload, RecoveryReport, Repair, WriteError, WriteOutcome,
+    WriterOptions,
 };
 
 /// Every test runs with a umask that would strip group/other bits, to prove modes are exact.
@@ -572,7 +574,7 @@ fn recover_removes_dangling_data_link_and_its_links() {
 }
 
 #[test]
-fn recover_creates_target_and_restores_links() {
+fn recover_creates_target_and_the_next_write_restores_links() {
     strict_umask();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("volume");
@@ -582,14 +584,206 @@ fn recover_creates_target_and_restores_links() {
     assert!(dir.is_dir());
     assert_eq!(mode_of(&dir), 0o755);
 
-    w.write(&token_payload(b"t")).unwrap();
+    let p = token_payload(b"t");
+    w.write(&p).unwrap();
     fs::remove_file(dir.join("ca.crt")).unwrap();
-    let report = w.recover().unwrap();
-    assert_eq!(report.removed, vec!["ca.crt".to_owned()]);
+    // recover cleans leftovers only; the payload's names are the write's.
+    assert_eq!(w.recover().unwrap(), RecoveryReport::default());
+    let mut repairs = Vec::new();
+    assert_eq!(
+        w.write_and_repair(&p, &mut repairs).unwrap(),
+        WriteOutcome::Unchanged
+    );
+    assert_eq!(repairs, vec![repair("ca.crt", Found::Missing)]);
     assert_eq!(
         fs::read_link(dir.join("ca.crt")).unwrap(),
         Path::new("..data/ca.crt")
     );
+}
+
+fn repair(name: &str, found: Found) -> Repair {
+    Repair {
+        name: name.to_owned(),
+        found,
+    }
+}
+
+/// Makes an entry at the path it is given.
+type Plant = Box<dyn Fn(&Path)>;
+
+/// Every kind of entry someone can put at a payload name: what the writer reports finding.
+fn wrong_entries(victim: &Path) -> Vec<(&'static str, Found, Plant)> {
+    let link =
+        |target: PathBuf| -> Plant { Box::new(move |at: &Path| symlink(&target, at).unwrap()) };
+    vec![
+        (
+            "a link to a foreign file",
+            Found::Link(victim.to_path_buf()),
+            link(victim.to_path_buf()),
+        ),
+        (
+            "a link to ../other",
+            Found::Link(PathBuf::from("../other")),
+            link(PathBuf::from("../other")),
+        ),
+        (
+            "a link around ..data",
+            Found::Link(PathBuf::from("..data/./token")),
+            link(PathBuf::from("..data/./token")),
+        ),
+        (
+            "a regular file",
+            Found::RegularFile,
+            Box::new(|at: &Path| fs::write(at, b"planted").unwrap()),
+        ),
+        (
+            "a directory with files",
+            Found::Directory,
+            Box::new(|at: &Path| {
+                fs::create_dir_all(at.join("sub")).unwrap();
+                fs::write(at.join("sub/file"), b"planted").unwrap();
+            }),
+        ),
+        (
+            "a FIFO",
+            Found::Fifo,
+            Box::new(|at: &Path| {
+                let mode = rustix::fs::Mode::from_bits_truncate(0o600);
+                rustix::fs::mknodat(rustix::fs::CWD, at, rustix::fs::FileType::Fifo, mode, 0)
+                    .unwrap();
+            }),
+        ),
+        (
+            "a socket",
+            Found::Socket,
+            Box::new(|at: &Path| drop(std::os::unix::net::UnixListener::bind(at).unwrap())),
+        ),
+    ]
+}
+
+/// A user-visible entry someone replaced (with a link elsewhere, a file, a directory, a FIFO)
+/// is put back as `..data/<name>` by the next write, published or not, and reported; nothing is
+/// ever written through the foreign link. Upstream keeps any existing entry.
+#[test]
+fn wrong_visible_entries_are_replaced_never_followed() {
+    strict_umask();
+    let tmp = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let victim = elsewhere.path().join("passwd");
+    fs::write(&victim, b"root:x:0:0").unwrap();
+    let dir = tmp.path().to_path_buf();
+    let w = writer(&dir);
+    let p = token_payload(b"the-token");
+    w.write(&p).unwrap();
+
+    for (what, found, plant) in wrong_entries(&victim) {
+        for (name, next) in [("token", b"the-token"), ("ca.crt", b"new-token")] {
+            // In place of the right link, as rename(2) would put it (one step, no gap).
+            let staged = dir.join("planted");
+            plant(&staged);
+            fs::rename(&staged, dir.join(name)).unwrap_or_else(|_| {
+                // rename cannot put a directory over a link: remove the link first.
+                fs::remove_file(dir.join(name)).unwrap();
+                fs::rename(&staged, dir.join(name)).unwrap();
+            });
+            let mut repairs = Vec::new();
+            let payload = token_payload(next);
+            let outcome = w.write_and_repair(&payload, &mut repairs).unwrap();
+            assert_eq!(
+                matches!(outcome, WriteOutcome::Written { .. }),
+                next != b"the-token",
+                "{what} at {name}: {outcome:?}"
+            );
+            assert_eq!(
+                repairs,
+                vec![repair(name, found.clone())],
+                "{what} at {name}"
+            );
+            assert_eq!(
+                fs::read_link(dir.join(name)).unwrap(),
+                Path::new(&format!("..data/{name}")),
+                "{what} at {name}"
+            );
+            assert_eq!(fs::read(dir.join("token")).unwrap(), next, "{what}");
+            assert_eq!(fs::read(&victim).unwrap(), b"root:x:0:0", "{what}");
+            assert_eq!(version_dirs(&dir).len(), 1, "{what}: {:?}", entries(&dir));
+            assert!(!entries(&dir).contains("planted"));
+            w.write(&p).unwrap();
+        }
+    }
+}
+
+/// The first write into a directory where someone already put entries under the payload's
+/// names replaces them too (upstream keeps them for good).
+#[test]
+fn wrong_entries_before_the_first_write_are_replaced() {
+    strict_umask();
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = tmp.path().join("victim");
+    fs::write(&victim, b"keep me").unwrap();
+    let dir = tmp.path().join("volume");
+    fs::create_dir(&dir).unwrap();
+    symlink(&victim, dir.join("token")).unwrap();
+    fs::write(dir.join("namespace"), b"planted").unwrap();
+
+    let mut repairs = Vec::new();
+    writer(&dir)
+        .write_and_repair(&token_payload(b"t"), &mut repairs)
+        .unwrap();
+    repairs.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(
+        repairs,
+        vec![
+            repair("namespace", Found::RegularFile),
+            repair("token", Found::Link(victim.clone())),
+        ]
+    );
+    assert_eq!(fs::read(dir.join("token")).unwrap(), b"t");
+    assert_eq!(fs::read(dir.join("namespace")).unwrap(), b"default");
+    assert_eq!(fs::read(&victim).unwrap(), b"keep me");
+}
+
+/// `..data` is the writer's name: a directory or file there, or a link elsewhere, is removed
+/// by recover (and reported), and so are the staging links a crash can leave.
+#[test]
+fn recover_replaces_whatever_is_at_data_and_staging_links() {
+    strict_umask();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let w = writer(dir);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let foreign = elsewhere.path().to_path_buf();
+    fs::write(foreign.join("token"), b"foreign").unwrap();
+    let cases: [(Found, Plant); 3] = [
+        (Found::Directory, Box::new(|at| fs::create_dir(at).unwrap())),
+        (
+            Found::RegularFile,
+            Box::new(|at| fs::write(at, b"x").unwrap()),
+        ),
+        (Found::Link(foreign.clone()), {
+            let foreign = foreign.clone();
+            Box::new(move |at| symlink(&foreign, at).unwrap())
+        }),
+    ];
+    for (found, plant) in cases {
+        w.write(&token_payload(b"t")).unwrap();
+        fs::remove_file(dir.join(DATA_DIR_NAME)).unwrap();
+        plant(&dir.join(DATA_DIR_NAME));
+        symlink("..data/token", dir.join(NEW_LINK_NAME)).unwrap();
+        let report = w.recover().unwrap();
+        assert_eq!(report.repairs, vec![repair(DATA_DIR_NAME, found.clone())]);
+        assert!(
+            report.removed.contains(&NEW_LINK_NAME.to_owned()),
+            "{report:?}"
+        );
+        w.write(&token_payload(b"t")).unwrap();
+        assert_eq!(fs::read(dir.join("token")).unwrap(), b"t", "{found:?}");
+        assert_eq!(fs::read(foreign.join("token")).unwrap(), b"foreign");
+    }
+    // `..data` removed while its links are there: reported as missing.
+    fs::remove_file(dir.join(DATA_DIR_NAME)).unwrap();
+    let report = w.recover().unwrap();
+    assert_eq!(report.repairs, vec![repair(DATA_DIR_NAME, Found::Missing)]);
 }
 
 #[test]

@@ -9,12 +9,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{assert_consistent_layout, wait_for_file, write_signing_key, Running};
+use common::{
+    assert_consistent_layout, plant_fifo, plant_link, replace_entry, wait_for_file,
+    write_signing_key, Running,
+};
 use projected_token::issuer::verify::verify_signature;
 use projected_token::token::decode;
 use rustix::process::Signal;
 
 const STARTUP: Duration = Duration::from_secs(30);
+/// Bound of a wait for something the emulator does by itself once running.
+const WAIT: Duration = Duration::from_secs(15);
 
 #[test]
 fn default_volume_layout_modes_and_clean_exit() {
@@ -446,4 +451,93 @@ fn volumes_on_tmpfs_are_written_without_fsync() {
         let said = logs.iter().any(|l| l.contains("written without fsync"));
         assert_eq!(said, memory, "{}: {logs:?}", root.display());
     }
+}
+
+/// GET `url` over HTTPS trusting only `ca_pem`: the body.
+fn https_get(url: &str, ca_pem: &str) -> String {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let reply = common::https_client(ca_pem, &[])
+            .get(url)
+            .send()
+            .await
+            .expect("GET");
+        reply.text().await.expect("body")
+    })
+}
+
+/// The value of the one metric line that contains every needle.
+fn metric_with(page: &str, needles: &[&str]) -> Option<f64> {
+    page.lines()
+        .find(|line| !line.starts_with('#') && needles.iter().all(|n| line.contains(n)))
+        .and_then(|line| line.rsplit(' ').next()?.parse().ok())
+}
+
+/// A payload link someone points at a foreign file, or a FIFO put in its place, while emulate
+/// runs is put back at once (the foreign file is never written); a link pointed elsewhere before
+/// start is put back at start. Each repair is logged with what was found and counted in
+/// `projected_token_repairs_total`.
+#[test]
+fn tampered_links_are_put_back_logged_and_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, b"keep me").unwrap();
+    let ours = |dir: &Path, name: &str| {
+        std::fs::read_link(dir.join(name)).ok() == Some(format!("..data/{name}").into())
+    };
+    // Counted just after the log line: polled.
+    let counted_once = |url: &str, dir: &Path, path: &str, found: &str| {
+        let ca = std::fs::read_to_string(dir.join("ca.crt")).unwrap();
+        let path = format!("path=\"{path}\"");
+        let found = format!("found=\"{found}\"");
+        common::wait_until(&format!("{path} {found} counted once"), WAIT, || {
+            let page = https_get(&format!("{url}/metrics"), &ca);
+            let count = metric_with(&page, &["projected_token_repairs_total", &path, &found]);
+            (count == Some(1.0)).then_some(())
+        });
+    };
+
+    let mut emulator = common::Emulator::start(tmp.path(), &[]);
+    let dir = emulator.dir.clone();
+    let token = std::fs::read(dir.join("token")).unwrap();
+    replace_entry(&dir, "token", plant_link(&victim));
+    common::wait_until("token put back", WAIT, || ours(&dir, "token").then_some(()));
+    let line = emulator.process.wait_for_log("repaired an entry", WAIT);
+    assert!(line.contains("path=token"), "{line}");
+    assert!(
+        line.contains(&format!("found=a symlink to {:?}", victim)),
+        "{line}"
+    );
+    replace_entry(&dir, "ca.crt", plant_fifo);
+    common::wait_until("ca.crt put back", WAIT, || {
+        ours(&dir, "ca.crt").then_some(())
+    });
+    let line = emulator.process.wait_for_log("repaired an entry", WAIT);
+    assert!(line.contains("path=ca.crt found=a FIFO"), "{line}");
+    assert_eq!(
+        std::fs::read(dir.join("token")).unwrap(),
+        token,
+        "the same token"
+    );
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+    assert_consistent_layout(&dir, &["ca.crt", "namespace", "token"]);
+    counted_once(&emulator.url, &dir, "token", "symlink");
+    counted_once(&emulator.url, &dir, "ca.crt", "fifo");
+    emulator.process.signal(Signal::TERM);
+    assert!(emulator.process.wait_exit(WAIT).success());
+
+    // Pointed elsewhere while nothing runs: put back by the first write.
+    replace_entry(&dir, "token", plant_link(&victim));
+    let emulator = common::Emulator::start(tmp.path(), &[]);
+    common::wait_until("token put back at start", WAIT, || {
+        ours(&dir, "token").then_some(())
+    });
+    let line = emulator.process.wait_for_log("repaired an entry", WAIT);
+    assert!(line.contains("path=token"), "{line}");
+    counted_once(&emulator.url, &dir, "token", "symlink");
+    assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+    assert_consistent_layout(&dir, &["ca.crt", "namespace", "token"]);
 }

@@ -19,8 +19,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use common::{assert_consistent_layout, start_serve, ApiServer, Running};
+use common::{assert_consistent_layout, start_serve, wait_until, ApiServer, Running};
 use projected_token::issuer::{KeyAlgorithm, SigningKey, DEFAULT_ISSUER};
+use projected_token::projection::{AtomicWriter, FileProjection, Payload, WriterOptions};
 use projected_token::token::decode;
 use rustix::process::Signal;
 
@@ -42,16 +43,18 @@ const FLAG_VOLUME: [&str; 3] = ["ca.crt", "namespace", "token"];
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// Polls `probe` every 20 ms until it gives a value; panics after `timeout` naming `what`.
-fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Waits until `dir` holds one version directory: a new version is readable from its swap, and
+/// the previous one is removed a moment later (after an fsync), so a layout checked as soon as
+/// the new token reads may still show it.
+fn wait_for_one_version(dir: &Path) {
+    wait_until("the previous version removed", WAIT, || {
+        let versions = std::fs::read_dir(dir)
+            .ok()?
+            .filter_map(|entry| entry.ok())
+            .filter(|entry| common::is_timestamp_dir_name(&entry.file_name().to_string_lossy()))
+            .count();
+        (versions == 1).then_some(())
+    });
 }
 
 fn arg(path: &Path) -> String {
@@ -1529,16 +1532,7 @@ fn faults_keep_the_old_token_retry_within_bounds_and_recover() {
         decode(&recovered).unwrap().audiences(),
         vec!["vault".to_owned()]
     );
-    // The replaced version goes right after the swap, once the directory is fsynced (which takes
-    // a while on a busy disk).
-    wait_until("the replaced version removed", WAIT, || {
-        let versions = std::fs::read_dir(&out)
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().into_string().ok())
-            .filter(|name| name.starts_with("..") && name != "..data")
-            .count();
-        (versions == 1).then_some(())
-    });
+    wait_for_one_version(&out);
     assert_consistent_layout(&out, &FLAG_VOLUME);
     let (status, body) = sidecar.get("/readyz");
     assert_eq!(status, 200, "{body}");
@@ -2085,6 +2079,7 @@ fn tampering_is_undone_with_the_same_token() {
                 && std::fs::read_link(out.join("..data")).is_ok())
             .then_some(())
         });
+        wait_for_one_version(&out);
         assert_consistent_layout(&out, &FLAG_VOLUME);
     };
 
@@ -2191,6 +2186,85 @@ fn sidecar_rotates_within_10_s_against_a_compressed_emulator() {
     let second = wait_for_new_token(&out, Some(&first), Duration::from_secs(10) + SLACK);
     let next_iat = decode(&second).unwrap().numeric_claim("iat").unwrap();
     assert!(next_iat - iat <= 10, "rotated after {} s", next_iat - iat);
+    sidecar.signal(Signal::TERM);
+    assert!(sidecar.wait_exit(WAIT).success());
+}
+
+/// The repair counter of the flag-defined volume's `path` for what was `found` there.
+fn repairs(path: &str, found: &str) -> String {
+    format!("projected_token_repairs_total{{volume=\"token\",path=\"{path}\",found=\"{found}\"}}")
+}
+
+/// Waits for /readyz 200: a rotation is logged just before the status board says its token is
+/// written, and a link is put back just before the repair is counted.
+fn wait_ready(sidecar: &Sidecar) {
+    wait_until("readyz 200", WAIT, || {
+        (sidecar.get("/readyz").0 == 200).then_some(())
+    });
+}
+
+/// Waits for `series` to read `value` (a repair is logged just before it is counted).
+fn wait_metric(sidecar: &Sidecar, series: &str, value: f64) {
+    wait_until(&format!("{series} = {value}"), WAIT, || {
+        (metric(&sidecar.metrics(), series) == value).then_some(())
+    });
+}
+
+fn is_ours(dir: &Path, name: &str) -> bool {
+    std::fs::read_link(dir.join(name)).ok() == Some(PathBuf::from(format!("..data/{name}")))
+}
+
+/// A link pointed at a foreign file while the sidecar runs, or before it starts, is put back
+/// (never written through), logged with what was found, counted, and /readyz is 200 after it.
+#[test]
+fn a_link_pointed_elsewhere_is_put_back_logged_and_counted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let emulator = start_emulator(tmp.path());
+    let out = tmp.path().join("out");
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, "keep me").unwrap();
+    let args = [
+        "--kubeconfig",
+        &emulator.kubeconfig,
+        "--dir",
+        &arg(&out),
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ];
+    let mut sidecar = Sidecar::start(&args, &[]);
+    sidecar.wait_for_rotations(1, STARTUP);
+
+    common::replace_entry(&out, "token", common::plant_link(&victim));
+    wait_until("token put back", WAIT, || {
+        is_ours(&out, "token").then_some(())
+    });
+    let line = sidecar.wait_for_log("repaired an entry", WAIT);
+    assert!(
+        line.contains(&format!("path=token found=a symlink to {victim:?}")),
+        "{line}"
+    );
+    wait_metric(&sidecar, &repairs("token", "symlink"), 1.0);
+    wait_ready(&sidecar);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    sidecar.signal(Signal::TERM);
+    assert!(sidecar.wait_exit(WAIT).success());
+
+    // While nothing runs.
+    common::replace_entry(&out, "token", common::plant_link(&victim));
+    let mut sidecar = Sidecar::start(&args, &[]);
+    sidecar.wait_for_rotations(1, STARTUP);
+    assert!(is_ours(&out, "token"));
+    // Logged before the first write's rotation line.
+    let line = sidecar
+        .lines
+        .iter()
+        .find(|line| line.contains("repaired an entry"))
+        .expect("a repair logged at start");
+    assert!(line.contains("path=token"), "{line}");
+    wait_metric(&sidecar, &repairs("token", "symlink"), 1.0);
+    wait_ready(&sidecar);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    assert_consistent_layout(&out, &FLAG_VOLUME);
     sidecar.signal(Signal::TERM);
     assert!(sidecar.wait_exit(WAIT).success());
 }
@@ -2373,4 +2447,90 @@ fn once_waits_for_the_server_within_its_timeout_but_not_for_a_refusal() {
         "{output}"
     );
     assert_eq!(server.served().len(), asked_before + 1, "one TokenRequest");
+}
+
+/// A directory bind-mounted over another for one test; unmounted on drop.
+struct BindMount(PathBuf);
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        if run_command(Command::new("umount").arg(&self.0), WAIT).is_err() {
+            let _ = run_command(Command::new("umount").arg("-l").arg(&self.0), WAIT);
+        }
+    }
+}
+
+/// /readyz (and `projected_token_ready`) say not ready while a reader opening the token path
+/// would get another file, naming what is there, and ready again once it is put back. The
+/// tampered layout is mounted over the volume, so no inotify event tells the watcher: it stays
+/// until the next write (here SIGHUP's), which puts the link back.
+#[test]
+fn readyz_follows_what_a_reader_of_the_token_path_gets() {
+    if !rustix::process::geteuid().is_root() {
+        println!("SKIPPED: bind mounts need root");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let emulator = start_emulator(tmp.path());
+    let out = tmp.path().join("out");
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, "keep me").unwrap();
+    let mut sidecar = Sidecar::start(
+        &[
+            "--kubeconfig",
+            &emulator.kubeconfig,
+            "--dir",
+            &arg(&out),
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+        &[],
+    );
+    sidecar.wait_for_rotations(1, STARTUP);
+    wait_ready(&sidecar);
+
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let mut payload = Payload::new();
+    for name in FLAG_VOLUME {
+        let file = FileProjection {
+            data: b"old".as_slice().into(),
+            mode: 0o644,
+            fs_user: None,
+        };
+        payload.insert(name.to_owned(), file);
+    }
+    AtomicWriter::new(&other, WriterOptions::default())
+        .write(&payload)
+        .unwrap();
+    common::replace_entry(&other, "token", common::plant_link(&victim));
+    if let Err(why) = run_command(
+        Command::new("mount").arg("--bind").arg(&other).arg(&out),
+        WAIT,
+    ) {
+        println!("SKIPPED: {why}");
+        return;
+    }
+    let mount = BindMount(out.clone());
+
+    let body = wait_until("readyz 503", WAIT, || {
+        let (status, body) = sidecar.get("/readyz");
+        (status == 503).then_some(body)
+    });
+    let expected = format!(
+        "[-] token/token not ready: a reader would not get the token written: token is a symlink to {victim:?}, not to ..data/token"
+    );
+    assert!(body.contains(&expected), "{body}");
+    let ready = "projected_token_ready{volume=\"token\",path=\"token\"}";
+    assert_eq!(metric(&sidecar.metrics(), ready), 0.0);
+
+    sidecar.signal(Signal::HUP);
+    wait_ready(&sidecar);
+    assert!(is_ours(&out, "token"));
+    wait_metric(&sidecar, &repairs("token", "symlink"), 1.0);
+    assert_eq!(metric(&sidecar.metrics(), ready), 1.0);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    drop(mount);
+    sidecar.signal(Signal::TERM);
+    assert!(sidecar.wait_exit(WAIT).success());
 }

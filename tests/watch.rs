@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use common::Running;
+use common::{plant_fifo, replace_entry, Running};
 use projected_token::projection::atomic_writer::{AtomicWriter, WriterOptions};
 use projected_token::projection::payload::{FileProjection, Payload};
 use rustix::process::Signal;
@@ -431,5 +431,74 @@ fn timeout_and_count_exit_codes() {
         assert_eq!(output.status.code(), Some(2), "{args:?}: {output:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
+
+/// Starts `watch DIR -o json ARGS` without waiting for its start-up line (a watch that hangs
+/// on its first read never prints it).
+fn spawn_watch_raw(dir: &Path, args: &[&str]) -> Running {
+    let mut full = vec!["watch", dir.to_str().unwrap(), "--output", "json"];
+    full.extend_from_slice(args);
+    Running::spawn_with_env(&full, &[LOG])
+}
+
+/// A FIFO where the token is (at start, or later through `..data`) is an error event, never a
+/// read that waits for a writer: `--timeout` and SIGTERM still end the process, with the exit
+/// codes they always have.
+#[test]
+fn a_fifo_token_is_an_error_event_and_never_blocks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("sa");
+    std::fs::create_dir(&dir).unwrap();
+    plant_fifo(&dir.join("token"));
+
+    // At start, bounded by --timeout: the error, then exit 0 (no --count), or 1 with --count.
+    for (extra, code) in [(None, 0), (Some("1"), 1)] {
+        let mut args = vec!["--timeout", "2s"];
+        args.extend(extra.iter().flat_map(|n| ["--count", *n]));
+        let mut watch = spawn_watch_raw(&dir, &args);
+        let event = next_event(&watch);
+        assert_eq!(event["event"], "error", "{event}");
+        assert_eq!(
+            event["errors"],
+            json!(["token is a FIFO, not a regular file"]),
+            "{event}"
+        );
+        let status = watch.wait_exit(Duration::from_secs(20));
+        assert_eq!(status.code(), Some(code), "{args:?}: {status}");
+    }
+
+    // At start, without --timeout: SIGTERM ends it.
+    let mut watch = spawn_watch_raw(&dir, &[]);
+    assert_eq!(next_event(&watch)["event"], "error");
+    watch.signal(Signal::TERM);
+    assert!(watch.wait_exit(Duration::from_secs(20)).success());
+
+    // Later: a good token, then the version's token and ca.crt swapped for FIFOs.
+    std::fs::remove_file(dir.join("token")).unwrap();
+    publish(&dir, &jwt("a", 1_700_000_000));
+    let mut watch = spawn_watch(&[dir.to_str().unwrap(), "--output", "json"]);
+    let version = dir.join(std::fs::read_link(dir.join("..data")).unwrap());
+    for name in ["ca.crt", "token"] {
+        replace_entry(&version, name, plant_fifo);
+    }
+    let errors = wait_for_error(&watch, "token is a FIFO, not a regular file");
+    assert!(
+        errors.contains(&json!("ca.crt is a FIFO, not a regular file")),
+        "{errors:?}"
+    );
+    watch.signal(Signal::TERM);
+    assert!(watch.wait_exit(Duration::from_secs(20)).success());
+}
+
+/// Error events until one lists `needle`; returns that event's errors.
+fn wait_for_error(watch: &Running, needle: &str) -> Vec<Value> {
+    loop {
+        let event = next_event(watch);
+        assert_eq!(event["event"], "error", "{event}");
+        let errors = event["errors"].as_array().cloned().unwrap_or_default();
+        if errors.contains(&json!(needle)) {
+            return errors;
+        }
     }
 }

@@ -52,6 +52,11 @@ const RELOAD_DELAY: (&str, &str) = (
     "Time from a rotation to each later use of the token it replaced",
 );
 
+const REPAIRS: (&str, &str) = (
+    "projected_token_repairs",
+    "Entries of a projected volume found changed by someone else and put back by the projector, by entry (path) and what was there (found: missing, symlink, file, directory, fifo, socket, device, modified)",
+);
+
 const ROTATION_LATENESS: (&str, &str) = (
     "projected_token_rotation_lateness_seconds",
     "How late each rotation was published against its schedule (first writes excluded)",
@@ -77,6 +82,19 @@ struct PodLabels {
     serviceaccount: String,
 }
 
+/// One repaired entry of a projected volume (`emulate`'s projector put it back).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RepairLabels {
+    pub namespace: String,
+    pub pod: String,
+    pub volume: String,
+    /// The entry, relative to the volume directory: `token`, `ca.crt`, `..data`.
+    pub path: String,
+    /// What was there instead: `missing`, `symlink`, `file`, `directory`, `fifo`, `socket`,
+    /// `device`, `modified`.
+    pub found: String,
+}
+
 #[derive(Debug)]
 struct TokenMetrics {
     valid: Counter,
@@ -85,6 +103,7 @@ struct TokenMetrics {
     superseded: Family<PodLabels, Counter>,
     expired: Counter,
     rotations: Family<PodLabels, Counter>,
+    repairs: Family<RepairLabels, Counter>,
     reload_delay: Histogram,
     rotation_lateness: Histogram,
 }
@@ -97,6 +116,7 @@ impl Collector for TokenMetrics {
         encode_metric(&mut encoder, SUPERSEDED_USES, &self.superseded)?;
         encode_metric(&mut encoder, EXPIRED_USES, &self.expired)?;
         encode_metric(&mut encoder, ROTATIONS, &self.rotations)?;
+        encode_metric(&mut encoder, REPAIRS, &self.repairs)?;
         encode_metric(&mut encoder, RELOAD_DELAY, &self.reload_delay)?;
         encode_metric(&mut encoder, ROTATION_LATENESS, &self.rotation_lateness)
     }
@@ -134,6 +154,7 @@ impl Metrics {
             superseded: Family::default(),
             expired: Counter::default(),
             rotations: Family::default(),
+            repairs: Family::default(),
             reload_delay: Histogram::new(RELOAD_DELAY_BUCKETS),
             rotation_lateness: Histogram::new(LATENESS_BUCKETS),
         });
@@ -180,6 +201,11 @@ impl Metrics {
             serviceaccount: rotation.service_account.clone(),
         };
         self.tokens.rotations.get_or_create(&labels).inc();
+    }
+
+    /// Counts one entry of a projected volume put back after someone changed it.
+    pub fn observe_repair(&self, labels: &RepairLabels) {
+        self.tokens.repairs.get_or_create(labels).inc();
     }
 
     /// How late one rotation was published against its schedule, in seconds.
@@ -259,6 +285,13 @@ mod tests {
         });
 
         metrics.observe_rotation_lateness(0.003);
+        metrics.observe_repair(&RepairLabels {
+            namespace: "default".to_owned(),
+            pod: "app-0".to_owned(),
+            volume: "v".to_owned(),
+            path: "token".to_owned(),
+            found: "symlink".to_owned(),
+        });
 
         let text = metrics.encode().unwrap();
         let lines: Vec<&str> = text.lines().collect();
@@ -275,6 +308,7 @@ mod tests {
             r#"projected_token_superseded_uses_total{namespace="default",pod="app-0",serviceaccount="app"} 1"#,
             "projected_token_expired_uses_total 1",
             r#"projected_token_rotations_total{namespace="default",pod="app-0",serviceaccount="app"} 1"#,
+            r#"projected_token_repairs_total{namespace="default",pod="app-0",volume="v",path="token",found="symlink"} 1"#,
             "projected_token_reload_delay_seconds_count 1",
             "projected_token_rotation_lateness_seconds_count 1",
             r#"projected_token_rotation_lateness_seconds_bucket{le="0.005"} 1"#,

@@ -17,13 +17,14 @@ use super::{shutdown_signal, CommandError};
 use crate::apiserver::authn::lock;
 use crate::apiserver::controls::{ProjectedPod, ProjectedVolumeRef, Projector};
 use crate::apiserver::ledger::{LedgerLimits, Rotation};
+use crate::apiserver::metrics::RepairLabels;
 use crate::apiserver::server::ApiState;
 use crate::cli::EmulateArgs;
 use crate::clock::{Clock, SystemClock};
 use crate::issuer::objects::{ObjectStore, StoredPod};
 use crate::names;
 use crate::projection::spec::{default_volume_name, default_volume_source, DataSources, PodInfo};
-use crate::refresher::{Control, ProjectedVolume, Refresher, RotationEvent};
+use crate::refresher::{heal, Control, ProjectedVolume, Refresher, RotationEvent};
 use crate::source::{LifetimeOverride, LocalIssuerSource, SourceError};
 
 pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
@@ -83,7 +84,7 @@ pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
     });
 
     let preparing = Instant::now();
-    recover_volumes(&mut volumes)?;
+    let repaired_at_start = recover_volumes(&mut volumes)?;
     if planned.pod_set.is_some() {
         tracing::info!(
             volumes = volumes.len(),
@@ -93,6 +94,10 @@ pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
     }
 
     let pods = ProjectedPods::new(&volumes);
+    let dirs: Vec<_> = volumes
+        .iter()
+        .map(|v| v.writer.target_dir().to_path_buf())
+        .collect();
     let api = if let Some(listeners) = listeners {
         let limits = ledger_limits(tokens, pods.len());
         let api = start_api(
@@ -113,8 +118,9 @@ pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
     } else {
         None
     };
-    let mut refresher =
-        Refresher::new(Arc::new(source), clock.clone(), volumes).on_rotation(log_rotation);
+    let mut refresher = Refresher::new(Arc::new(source), clock.clone(), volumes)
+        .with_repairs_at_start(repaired_at_start)
+        .on_rotation(log_rotation);
     if planned.pod_set.is_some() {
         // Thousands of pods start at once here, never on a kubelet (110 pods by default).
         refresher = refresher.spread_start();
@@ -126,6 +132,16 @@ pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
             lifetime,
         };
         let _ = api.state.projector.set(Arc::new(projector));
+        let state = api.state.clone();
+        refresher = refresher.on_repair(move |event| {
+            state.metrics.observe_repair(&RepairLabels {
+                namespace: event.namespace.clone(),
+                pod: event.pod.clone(),
+                volume: event.volume.clone(),
+                path: event.path.clone(),
+                found: event.found.label().to_owned(),
+            });
+        });
         // Rotations reach the usage ledger, so later uses of a replaced token are "superseded".
         let state = api.state.clone();
         refresher = refresher.on_rotation(move |event| {
@@ -136,6 +152,18 @@ pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
             state.record_rotation(rotation_of(event));
         });
     }
+    // A watcher puts back what someone changes in a volume at once, as the sidecar's does. Not
+    // with --pods: thousands of directories would take as many inotify watches, and every
+    // rotation would be followed by a check of its volume (twice the file system calls of the
+    // scale figures); there each rotation puts its volume's links right instead.
+    let _watcher = match planned.pod_set {
+        Some(_) => None,
+        None => Some(
+            heal::watch_volumes(&dirs, refresher.control()).map_err(|e| {
+                CommandError::failure(format!("cannot watch the volume directories: {e}"))
+            })?,
+        ),
+    };
     let result = refresher.run(shutdown).await;
     if let Some(api) = api {
         api.shutdown().await;

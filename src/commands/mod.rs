@@ -44,6 +44,9 @@ impl CommandError {
     }
 }
 
+/// How long blocking tasks still running when a command ends may delay the exit.
+const BLOCKING_TASKS_AT_EXIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Runs the parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
     init_logging(cli.log_format);
@@ -71,6 +74,10 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Ctl(args) => ctl::run(&args).await,
         }
     });
+    // Dropping the runtime would wait for every blocking task, for ever if one is stuck in a
+    // read that never returns (a file system that does not answer): the command is done, so
+    // give them a moment and exit. What must finish (writes, hooks) was awaited above.
+    runtime.shutdown_timeout(BLOCKING_TASKS_AT_EXIT);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -12,7 +12,7 @@ use super::volumes::{
 use super::{shutdown_signal, CommandError};
 use crate::cli::SidecarArgs;
 use crate::clock::{Clock, SystemClock};
-use crate::health::{self, HealthState};
+use crate::health::{self, HealthState, RepairCounts};
 use crate::hooks::{parse_signal, Hook, HookRunner, SignalTarget};
 use crate::projection::spec::{token_volume_source, DataSources, PodInfo};
 use crate::refresher::{heal, Backoff, Control, ProjectedVolume, Refresher, RefresherError};
@@ -44,7 +44,7 @@ pub async fn run(args: SidecarArgs) -> Result<(), CommandError> {
     };
     let mut volumes = plan(&args, &namespace, &data)?;
     drop_ownership_unless_root(&mut volumes);
-    recover_volumes(&mut volumes)?;
+    let repaired_at_start = recover_volumes(&mut volumes)?;
     let hooks = Arc::new(HookRunner::new(hooks(&args)?, client.clone()));
     let dirs: Vec<_> = volumes
         .iter()
@@ -58,9 +58,15 @@ pub async fn run(args: SidecarArgs) -> Result<(), CommandError> {
         initial: args.backoff_initial,
         cap: args.backoff_cap.max(args.backoff_initial),
     };
+    let repairs = RepairCounts::default();
     let mut refresher = Refresher::new(Arc::new(source), clock.clone(), volumes)
         .with_backoff(backoff)
-        .on_rotation(log_rotation);
+        .with_repairs_at_start(repaired_at_start)
+        .on_rotation(log_rotation)
+        .on_repair({
+            let repairs = repairs.clone();
+            move |event| repairs.record(event)
+        });
     if args.once {
         let wait = OnceWait {
             timeout: args.once_timeout,
@@ -78,7 +84,15 @@ pub async fn run(args: SidecarArgs) -> Result<(), CommandError> {
     }
     let control = refresher.control();
     let _health = match args.metrics_listen {
-        Some(addr) => Some(serve_health(addr, refresher.status_board(), clock, hooks).await?),
+        Some(addr) => {
+            let state = HealthState {
+                status: refresher.status_board(),
+                clock,
+                hook_failures: hook_failures(hooks),
+                repairs,
+            };
+            Some(serve_health(addr, state).await?)
+        }
         None => None,
     };
     // SIGHUP refreshes every token now.
@@ -270,12 +284,22 @@ fn hooks(args: &SidecarArgs) -> Result<Vec<Hook>, CommandError> {
     Ok(hooks)
 }
 
+/// The hooks' failure counts by kind, read at scrape time.
+fn hook_failures(hooks: Arc<HookRunner>) -> health::HookFailures {
+    Arc::new(move || {
+        let failures = hooks.failures();
+        vec![
+            ("signal", failures.signal),
+            ("exec", failures.exec),
+            ("http", failures.http),
+        ]
+    })
+}
+
 /// Serves /healthz, /readyz and /metrics until the process ends.
 async fn serve_health(
     addr: std::net::SocketAddr,
-    status: crate::refresher::StatusBoard,
-    clock: Arc<dyn Clock>,
-    hooks: Arc<HookRunner>,
+    state: HealthState,
 ) -> Result<tokio::task::JoinHandle<()>, CommandError> {
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         CommandError::failure(format!("--metrics-listen {addr}: {e}; pick another port"))
@@ -283,18 +307,6 @@ async fn serve_health(
     let local = listener
         .local_addr()
         .map_err(|e| CommandError::failure(format!("--metrics-listen {addr}: {e}")))?;
-    let state = HealthState {
-        status,
-        clock,
-        hook_failures: Arc::new(move || {
-            let failures = hooks.failures();
-            vec![
-                ("signal", failures.signal),
-                ("exec", failures.exec),
-                ("http", failures.http),
-            ]
-        }),
-    };
     println!("serving health and metrics on http://{local}");
     let app = health::router(state);
     Ok(tokio::spawn(async move {

@@ -13,7 +13,7 @@ use crate::projection::spec::{
     parse_pod_manifest, plan_pod_volumes, plan_volume, DataSources, NamedData, PlannedFile,
     PodInfo, SpecError,
 };
-use crate::projection::{is_memory_backed, AtomicWriter, WriterOptions};
+use crate::projection::{is_memory_backed, AtomicWriter, Repair, WriterOptions};
 use crate::refresher::{ProjectedVolume, RotationEvent};
 
 /// Reads `NAME=DIR` pairs into name -> file name -> bytes. Hidden names (such as a projected
@@ -223,10 +223,15 @@ pub fn single_volume(
 
 /// Cleans what a crash may have left in each volume directory before the first write, and
 /// turns fsync off for directories kept in memory (tmpfs, as the kubelet's projected volumes
-/// are): there it makes nothing durable and is a sixth of a rotation's system calls.
-pub fn recover_volumes(volumes: &mut [ProjectedVolume]) -> Result<(), CommandError> {
+/// are): there it makes nothing durable and is a sixth of a rotation's system calls. Returns
+/// what was repaired (someone changed `..data`), by volume index, for
+/// [`crate::refresher::Refresher::with_repairs_at_start`] to log and count.
+pub fn recover_volumes(
+    volumes: &mut [ProjectedVolume],
+) -> Result<Vec<(usize, Repair)>, CommandError> {
     let mut in_memory = 0usize;
-    for volume in volumes.iter_mut() {
+    let mut repairs = Vec::new();
+    for (index, volume) in volumes.iter_mut().enumerate() {
         let report = volume.writer.recover().map_err(|e| {
             CommandError::failure(format!(
                 "cannot prepare {}: {e}",
@@ -236,6 +241,7 @@ pub fn recover_volumes(volumes: &mut [ProjectedVolume]) -> Result<(), CommandErr
         if !report.removed.is_empty() {
             tracing::info!(dir = %volume.writer.target_dir().display(), cleaned = ?report.removed, "cleaned leftovers of an earlier crash");
         }
+        repairs.extend(report.repairs.into_iter().map(|repair| (index, repair)));
         let options = volume.writer.options();
         if options.fsync && is_memory_backed(volume.writer.target_dir()) {
             in_memory += 1;
@@ -251,7 +257,7 @@ pub fn recover_volumes(volumes: &mut [ProjectedVolume]) -> Result<(), CommandErr
             "volume directories on tmpfs: written without fsync"
         );
     }
-    Ok(())
+    Ok(repairs)
 }
 
 /// chown needs root (or the target ids to be our own): outside root, keep the modes the kubelet

@@ -10,9 +10,11 @@
 //! event or inconsistent change; 2 for bad arguments.
 
 use std::ffi::OsString;
+use std::future::Future;
 use std::io::Write as _;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -76,43 +78,26 @@ pub async fn run(args: WatchArgs) -> Result<(), CommandError> {
         problems: 0,
     };
 
-    let mut tracker = Tracker::new();
-    // Watch before the first read, so a change right after it still wakes us.
-    wakeups.follow(&dir, dir.is_dir());
-    let first = read_settled(&dir, &token_path, &tracker).await;
-    if wakeups.follow(&dir, first.exists) {
-        wakeups.wake_now();
-    }
-    log_start(&dir, &first, &wakeups);
-    output.emit(tracker.start(&first, now()))?;
-
-    let result = loop {
-        if args.count.is_some_and(|n| output.rotations >= n) {
-            break Ok(());
-        }
-        tokio::select! {
-            () = &mut shutdown => break Ok(()),
-            () = sleep_until(deadline) => {
-                break match args.count {
-                    Some(n) => Err(CommandError::failure(format!(
-                        "--timeout {:#} passed after {} of {n} rotations (--count {n})",
-                        args.timeout.unwrap_or_default(),
-                        output.rotations,
-                    ))),
-                    None => Ok(()),
-                };
-            }
-            () = wakeups.next() => {}
-        }
-        let snapshot = read_settled(&dir, &token_path, &tracker).await;
-        // The directory appeared or went: move the watch before reading again, so nothing
-        // that happens in between is missed.
-        if wakeups.follow(&dir, snapshot.exists) {
-            wakeups.wake_now();
-        }
-        if let Err(e) = output.emit(tracker.observe(&snapshot, now())) {
-            break Err(e);
-        }
+    let watching = Watching {
+        dir: &dir,
+        token_path: &token_path,
+        count: args.count,
+        deadline,
+    };
+    let result = match watching
+        .follow(&mut wakeups, &mut output, shutdown.as_mut())
+        .await
+    {
+        Ok(End::Timeout) => match args.count {
+            Some(n) => Err(CommandError::failure(format!(
+                "--timeout {:#} passed after {} of {n} rotations (--count {n})",
+                args.timeout.unwrap_or_default(),
+                output.rotations,
+            ))),
+            None => Ok(()),
+        },
+        Ok(End::Counted | End::Signal) => Ok(()),
+        Err(e) => Err(e),
     };
 
     // Let queued --exec runs finish, so a script sees every one before we exit.
@@ -128,6 +113,85 @@ pub async fn run(args: WatchArgs) -> Result<(), CommandError> {
         )));
     }
     Ok(())
+}
+
+/// Why following the directory ended.
+enum End {
+    /// `--count` rotations seen.
+    Counted,
+    /// SIGTERM or SIGINT.
+    Signal,
+    /// `--timeout` passed.
+    Timeout,
+}
+
+/// What to follow, and until when.
+struct Watching<'a> {
+    dir: &'a Path,
+    token_path: &'a str,
+    count: Option<u64>,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Watching<'_> {
+    /// Reads the directory at each wake-up and emits the tracker's events, until `--count`
+    /// rotations, the deadline or a signal. Waiting for a wake-up and reading both give way to
+    /// the signal and the deadline, so neither a file that cannot be read without waiting nor a
+    /// stream of events keeps the process from ending when it should.
+    async fn follow(
+        &self,
+        wakeups: &mut Wakeups,
+        output: &mut Output,
+        mut shutdown: Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<End, CommandError> {
+        let mut tracker = Tracker::new();
+        // Watch before the first read, so a change right after it still wakes us.
+        wakeups.follow(self.dir, self.dir.is_dir());
+        let read = read_settled(self.dir, self.token_path, &tracker);
+        let first = match self.unless_stopped(read, shutdown.as_mut()).await {
+            Ok(snapshot) => snapshot,
+            Err(end) => return Ok(end),
+        };
+        if wakeups.follow(self.dir, first.exists) {
+            wakeups.wake_now();
+        }
+        log_start(self.dir, &first, wakeups);
+        output.emit(tracker.start(&first, now()))?;
+        loop {
+            if self.count.is_some_and(|n| output.rotations >= n) {
+                return Ok(End::Counted);
+            }
+            if let Err(end) = self.unless_stopped(wakeups.next(), shutdown.as_mut()).await {
+                return Ok(end);
+            }
+            let read = read_settled(self.dir, self.token_path, &tracker);
+            let snapshot = match self.unless_stopped(read, shutdown.as_mut()).await {
+                Ok(snapshot) => snapshot,
+                Err(end) => return Ok(end),
+            };
+            // The directory appeared or went: move the watch before reading again, so nothing
+            // that happens in between is missed.
+            if wakeups.follow(self.dir, snapshot.exists) {
+                wakeups.wake_now();
+            }
+            output.emit(tracker.observe(&snapshot, now()))?;
+        }
+    }
+
+    /// `work`, unless a signal or the deadline comes first (checked first, so a busy directory
+    /// cannot starve them).
+    async fn unless_stopped<T>(
+        &self,
+        work: impl Future<Output = T>,
+        shutdown: Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<T, End> {
+        tokio::select! {
+            biased;
+            () = shutdown => Err(End::Signal),
+            () = sleep_until(self.deadline) => Err(End::Timeout),
+            value = work => Ok(value),
+        }
+    }
 }
 
 fn now() -> Timestamp {

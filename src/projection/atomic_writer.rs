@@ -18,6 +18,7 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::os::unix::fs::{fchown, lchown, symlink, DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::links::{ensure_links, Found, Repair, NEW_LINK_NAME};
 use super::paths::{clean_path, validate_path, PathError};
 use super::payload::{FileProjection, Payload};
 
@@ -65,8 +66,11 @@ pub enum WriteOutcome {
 /// What `recover` cleaned up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryReport {
-    /// Names (relative to the target directory) that were removed or repaired.
+    /// Names (relative to the target directory) that were removed.
     pub removed: Vec<String>,
+    /// What was wrong with `..data` when someone else changed it (removed or replaced it, or
+    /// pointed it elsewhere); crash leftovers are in `removed` only.
+    pub repairs: Vec<Repair>,
 }
 
 /// Why a write failed. A failure before the swap (step 9) changes nothing visible; one after it
@@ -117,7 +121,10 @@ pub enum WriteError {
 }
 
 /// `map_err` helper: an I/O error with the operation and the path it was about.
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> WriteError + 'a {
+pub(super) fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> WriteError + 'a {
     move |source| WriteError::Io {
         op,
         path: path.to_path_buf(),
@@ -126,13 +133,14 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Wri
 }
 
 /// True for a name `write` may have created as a version directory: `..` plus anything, except
-/// the two link names.
+/// the link names.
 pub fn is_version_dir_name(name: &str) -> bool {
     name.len() > 2
         && name.starts_with("..")
         && !name.contains('/')
         && name != DATA_DIR_NAME
         && name != NEW_DATA_DIR_NAME
+        && name != NEW_LINK_NAME
 }
 
 /// Writes payloads into one target directory, kubelet style. Not safe for concurrent writers to the
@@ -167,12 +175,14 @@ impl AtomicWriter {
         self.options = options;
     }
 
-    /// Creates the target directory if missing and cleans what a crash left behind.
+    /// Creates the target directory if missing and cleans what a crash (or someone else) left
+    /// behind.
     ///
-    /// Removes a staging `..data_tmp`, version directories `..data` does not point to, a dangling
-    /// `..data`, and user-visible links into `..data` whose name the current version lacks; then
-    /// creates any missing user-visible link of the current version. Regular files and links not
-    /// going through `..data` are left alone.
+    /// Removes the staging links `..data_tmp` and `..link_tmp`, version directories `..data`
+    /// does not point to, a `..data` that is dangling, points outside or is not a link at all
+    /// (the name is the writer's), and user-visible links into `..data` whose name the current
+    /// version lacks. Other entries are left alone: the payload's names are put right by the
+    /// next [`AtomicWriter::write`], which knows them (a missing link is created there too).
     pub fn recover(&self) -> Result<RecoveryReport, WriteError> {
         let target = self.target_dir.as_path();
         let mut report = RecoveryReport::default();
@@ -195,10 +205,12 @@ impl AtomicWriter {
             Err(e) => return Err(io_err("stat", target)(e)),
         }
 
-        // A write that died between steps 8 and 9 left a staging link that was never published.
-        let tmp_link = target.join(NEW_DATA_DIR_NAME);
-        if remove_any(&tmp_link)? {
-            report.removed.push(NEW_DATA_DIR_NAME.to_owned());
+        // A write that died between steps 8 and 9 left a staging link that was never published;
+        // one that died while replacing a wrong user-visible entry left its new link.
+        for staging in [NEW_DATA_DIR_NAME, NEW_LINK_NAME] {
+            if remove_any(&target.join(staging))? {
+                report.removed.push(staging.to_owned());
+            }
         }
 
         let data_link = target.join(DATA_DIR_NAME);
@@ -215,14 +227,32 @@ impl AtomicWriter {
                         // will publish a full version. Removing a link loses no data.
                         remove_any(&data_link)?;
                         report.removed.push(DATA_DIR_NAME.to_owned());
+                        report.repairs.push(Repair {
+                            name: DATA_DIR_NAME.to_owned(),
+                            found: Found::Link(dest),
+                        });
                         None
                     }
                 }
             }
             Err(e) if e.kind() == ErrorKind::NotFound => None,
-            // Not a link (a real `..data` directory or file): not ours to delete.
+            // Not a link: a directory, file or FIFO someone put under the writer's reserved
+            // name. Readers cannot use it; a fresh write replaces it.
+            Err(e) if e.kind() == ErrorKind::InvalidInput => {
+                let found = Found::at(&data_link).map_err(io_err("stat", &data_link))?;
+                remove_any(&data_link)?;
+                report.removed.push(DATA_DIR_NAME.to_owned());
+                report.repairs.push(Repair {
+                    name: DATA_DIR_NAME.to_owned(),
+                    found,
+                });
+                None
+            }
             Err(e) => return Err(io_err("read link", &data_link)(e)),
         };
+        // Links into `..data` exist only once a version was published: finding one without
+        // `..data` means someone removed it (the writer only ever renames over it).
+        let mut data_link_removed = false;
 
         for (name, file_type) in list_dir(target)? {
             let path = target.join(&name);
@@ -255,14 +285,13 @@ impl AtomicWriter {
                 fs::remove_file(&path).map_err(io_err("remove link", &path))?;
                 report.removed.push(name);
             }
+            data_link_removed |= current.is_none() && report.repairs.is_empty();
         }
-
-        if let Some(cur) = &current {
-            let version = target.join(cur);
-            let names: BTreeSet<String> = list_dir(&version)?.into_iter().map(|(n, _)| n).collect();
-            report
-                .removed
-                .extend(create_user_visible_links(target, names.iter())?);
+        if data_link_removed {
+            report.repairs.push(Repair {
+                name: DATA_DIR_NAME.to_owned(),
+                found: Found::Missing,
+            });
         }
 
         if self.options.fsync && !report.removed.is_empty() {
@@ -278,6 +307,20 @@ impl AtomicWriter {
     /// means cleanup (user-visible links, the old version) is incomplete, which the next write or
     /// `recover` finishes.
     pub fn write(&self, payload: &Payload) -> Result<WriteOutcome, WriteError> {
+        self.write_and_repair(payload, &mut Vec::new())
+    }
+
+    /// [`AtomicWriter::write`], which also puts every user-visible link of the payload right
+    /// (step 10, also when nothing is published) and pushes what it found wrong to `repairs`,
+    /// also when the write fails afterwards. A link anywhere but `..data/<name>` or an entry that
+    /// is not a link at all is replaced, never followed or written through.
+    ///
+    /// Upstream only creates missing links, so a link someone pointed elsewhere stays for good.
+    pub fn write_and_repair(
+        &self,
+        payload: &Payload,
+        repairs: &mut Vec<Repair>,
+    ) -> Result<WriteOutcome, WriteError> {
         let target = self.target_dir.as_path();
 
         // (1) Validate every path before touching the disk, so a bad key can never leave a
@@ -301,10 +344,16 @@ impl AtomicWriter {
             None => (BTreeSet::new(), true),
         };
         if !changed && to_remove.is_empty() {
-            // Nothing to publish, but a user-visible link someone deleted is still restored
-            // (step 10; upstream fix for issue #121472).
-            let created = create_user_visible_links(target, top_level_names(&clean).iter())?;
-            if self.options.fsync && !created.is_empty() {
+            // Nothing to publish, but a user-visible link someone deleted (upstream fix for
+            // issue #121472) or changed is still put right (step 10).
+            let old_path = old_version.as_ref().map(|old| target.join(old));
+            let fixed = ensure_links(
+                target,
+                top_level_names(&clean).iter(),
+                old_path.as_deref(),
+                repairs,
+            )?;
+            if self.options.fsync && fixed {
                 sync_dir(target)?;
             }
             return Ok(WriteOutcome::Unchanged);
@@ -351,12 +400,19 @@ impl AtomicWriter {
             note(sync_dir(target));
         }
 
-        // (10) Links for new top-level names. After the swap so they never dangle; existing
-        // links are content-independent and stay as they are.
-        let created = create_user_visible_links(target, top_level_names(&clean).iter());
-        let created_any = matches!(&created, Ok(names) if !names.is_empty());
-        note(created.map(drop));
-        if self.options.fsync && created_any {
+        // (10) Links for new top-level names. After the swap so they never dangle; correct
+        // links are content-independent and stay as they are, wrong ones are replaced. The old
+        // version still exists: a name it holds whose link is missing was removed by someone.
+        let old_path = old_version.as_ref().map(|old| target.join(old));
+        let fixed = ensure_links(
+            target,
+            top_level_names(&clean).iter(),
+            old_path.as_deref(),
+            repairs,
+        );
+        let fixed_any = matches!(fixed, Ok(true));
+        note(fixed.map(drop));
+        if self.options.fsync && fixed_any {
             note(sync_dir(target));
         }
 
@@ -669,27 +725,6 @@ fn file_is_not_there(e: &io::Error) -> bool {
         || e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
 }
 
-/// Step 10 (and recover): `<name> -> ..data/<name>` for every name that has no entry yet.
-/// Returns the names it created. An existing entry, link or not, is left as it is (upstream).
-fn create_user_visible_links<'a>(
-    target: &Path,
-    names: impl Iterator<Item = &'a String>,
-) -> Result<Vec<String>, WriteError> {
-    let mut created = Vec::new();
-    for name in names {
-        let link = target.join(name);
-        match fs::symlink_metadata(&link) {
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                let dest = format!("{DATA_DIR_NAME}/{name}");
-                symlink(&dest, &link).map_err(io_err("symlink", &link))?;
-                created.push(name.clone());
-            }
-            _ => {}
-        }
-    }
-    Ok(created)
-}
-
 /// Step 11: removes the top-level links of names that left the payload. Nested paths need no
 /// work: they lived inside the old version. Only links into `..data` are removed, so a file the
 /// user put under such a name survives. Tries all, returns the last error (upstream).
@@ -725,7 +760,7 @@ fn list_dir(dir: &Path) -> Result<Vec<(String, fs::FileType)>, WriteError> {
 }
 
 /// Removes a file, link or directory tree; `Ok(false)` when there was nothing.
-fn remove_any(path: &Path) -> Result<bool, WriteError> {
+pub(super) fn remove_any(path: &Path) -> Result<bool, WriteError> {
     let result = match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
         Ok(_) => fs::remove_file(path),

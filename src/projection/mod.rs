@@ -2,6 +2,7 @@
 //! kubelet-style atomic writer. No network; never imports `issuer`.
 
 pub mod atomic_writer;
+pub mod links;
 pub mod paths;
 pub mod payload;
 pub mod pods;
@@ -10,5 +11,6 @@ pub mod spec;
 pub use atomic_writer::{
     is_memory_backed, AtomicWriter, RecoveryReport, WriteError, WriteOutcome, WriterOptions,
 };
+pub use links::{visible_problem, Found, Repair};
 pub use paths::{validate_path, PathError};
 pub use payload::{FileProjection, Payload};

@@ -15,7 +15,7 @@ use jiff::Timestamp;
 use tokio::task::{Id, JoinSet};
 
 use crate::clock::Clock;
-use crate::projection::{RecoveryReport, WriteOutcome};
+use crate::projection::{Repair, WriteOutcome};
 use crate::source::{SourceError, TokenGrant, TokenRequest, TokenSource};
 
 /// Volumes being requested or written at once, at most. Enough to overlap signing on both cores
@@ -26,8 +26,26 @@ pub const MAX_IN_FLIGHT: usize = 8;
 /// The answers for some tokens of one volume, by token index.
 pub type Answers = Vec<(usize, Result<TokenGrant, SourceError>)>;
 
-/// What a write did: the recovery report when the layout was restored first, the outcome.
-pub type WriteResult = Result<(Option<RecoveryReport>, WriteOutcome), String>;
+/// What a write did.
+#[derive(Debug)]
+pub struct WriteResult {
+    /// What `recover` removed, when the layout was restored first.
+    pub cleaned: Vec<String>,
+    /// Entries found changed behind the writer's back and put right (by `recover` and by the
+    /// write), also when the write failed afterwards.
+    pub repairs: Vec<Repair>,
+    pub outcome: Result<WriteOutcome, String>,
+}
+
+impl WriteResult {
+    pub fn failed(message: String) -> Self {
+        Self {
+            cleaned: Vec::new(),
+            repairs: Vec::new(),
+            outcome: Err(message),
+        }
+    }
+}
 
 /// A finished job.
 pub enum Done {
@@ -175,7 +193,7 @@ impl Jobs {
                     Done::Written {
                         volume,
                         restored,
-                        result: Err(format!("writer task failed: {err}")),
+                        result: WriteResult::failed(format!("writer task failed: {err}")),
                         at: clock.now(),
                     }
                 }

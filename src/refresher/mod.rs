@@ -18,18 +18,22 @@ use std::time::Duration;
 use jiff::{SignedDuration, Timestamp};
 
 use crate::clock::Clock;
+use crate::projection::atomic_writer::DATA_DIR_NAME;
 use crate::projection::spec::{PodInfo, VolumePlan};
-use crate::projection::{AtomicWriter, WriteOutcome};
+use crate::projection::{AtomicWriter, Found, Repair, WriteOutcome};
 use crate::source::{BoundPod, SourceError, TokenGrant, TokenRequest, TokenSource};
 
 pub mod heal;
 mod jobs;
+mod repairs;
 mod wall_clock;
 #[cfg(test)]
 mod wall_clock_tests;
 
 pub use jobs::MAX_IN_FLIGHT;
 use jobs::{Done, Jobs, WriteResult};
+pub use repairs::RepairEvent;
+use repairs::Repairs;
 
 /// One projected volume of one pod, and where it is written.
 #[derive(Debug, Clone)]
@@ -146,6 +150,9 @@ struct VolumeState {
     queued: bool,
     /// Recover the layout before the next write (someone else changed it).
     restore: bool,
+    /// Recover the layout before the retry of a failed write: what made it fail may be
+    /// something someone put in the directory (a foreign `..data`), which only `recover` removes.
+    recover_on_retry: bool,
 }
 
 type RotationHook = Box<dyn Fn(&RotationEvent) + Send + Sync>;
@@ -209,6 +216,7 @@ pub struct Refresher<S> {
     queue: BinaryHeap<Reverse<QueueEntry>>,
     backoff: Backoff,
     on_rotation: Vec<RotationHook>,
+    repairs: Repairs,
     control_tx: tokio::sync::mpsc::UnboundedSender<Control>,
     control_rx: tokio::sync::mpsc::UnboundedReceiver<Control>,
     status: StatusBoard,
@@ -263,6 +271,7 @@ impl<S: TokenSource> Refresher<S> {
                     busy: false,
                     queued: false,
                     restore: false,
+                    recover_on_retry: false,
                     tokens,
                 };
                 status_offset += state.tokens.len();
@@ -288,6 +297,7 @@ impl<S: TokenSource> Refresher<S> {
             queue: BinaryHeap::new(),
             backoff: Backoff::default(),
             on_rotation: Vec::new(),
+            repairs: Repairs::default(),
             control_tx,
             control_rx,
             status_len: status.len(),
@@ -347,6 +357,20 @@ impl<S: TokenSource> Refresher<S> {
         self
     }
 
+    /// Calls `hook` for every entry of a volume found changed behind the writer's back and put
+    /// right (each is also logged).
+    pub fn on_repair(mut self, hook: impl Fn(&RepairEvent) + Send + Sync + 'static) -> Self {
+        self.repairs.hooks.push(Box::new(hook));
+        self
+    }
+
+    /// Repairs made before the refresher runs (start-up recovery, by volume index): logged and
+    /// reported to the repair hooks when it starts.
+    pub fn with_repairs_at_start(mut self, repairs: Vec<(usize, Repair)>) -> Self {
+        self.repairs.at_start = repairs;
+        self
+    }
+
     /// Writes every volume once. A rejected request (a lifetime or binding the issuer refuses) is
     /// an error here, since retrying cannot fix it; nothing is written then.
     pub async fn project_all(&mut self) -> Result<usize, RefresherError> {
@@ -370,6 +394,11 @@ impl<S: TokenSource> Refresher<S> {
         strict: bool,
         stop: &mut (impl Future<Output = ()> + Unpin),
     ) -> Result<Option<usize>, RefresherError> {
+        for (volume_index, repair) in std::mem::take(&mut self.repairs.at_start) {
+            if let Some(state) = self.volumes.get(volume_index) {
+                self.repairs.report(&state.volume, [repair]);
+            }
+        }
         let mut jobs = Jobs::default();
         let mut pending = 0..self.volumes.len();
         let mut first_error: Option<(usize, usize, SourceError)> = None;
@@ -432,10 +461,13 @@ impl<S: TokenSource> Refresher<S> {
                 break;
             };
             if let Done::Written {
-                volume, result, at, ..
+                volume,
+                restored,
+                result,
+                at,
             } = done
             {
-                match self.finish_write(volume, result, at) {
+                match self.finish_write(volume, restored, result, at) {
                     Ok(true) => written += 1,
                     Ok(false) => {}
                     Err(message) => {
@@ -497,8 +529,8 @@ impl<S: TokenSource> Refresher<S> {
                 _ = &mut shutdown => {
                     jobs.abort_requests();
                     while let Some(done) = jobs.next(self.clock.as_ref()).await {
-                        if let Done::Written { volume, result, at, .. } = done {
-                            let _ = self.finish_write(volume, result, at);
+                        if let Done::Written { volume, restored, result, at } = done {
+                            let _ = self.finish_write(volume, restored, result, at);
                         }
                     }
                     return Ok(());
@@ -587,7 +619,8 @@ impl<S: TokenSource> Refresher<S> {
             return;
         };
         state.busy = true;
-        let restore = std::mem::take(&mut state.restore);
+        let restore =
+            std::mem::take(&mut state.restore) | std::mem::take(&mut state.recover_on_retry);
         let writer = state.volume.writer.clone();
         let in_memory = !writer.options().fsync;
         jobs.write(
@@ -596,12 +629,20 @@ impl<S: TokenSource> Refresher<S> {
             in_memory,
             self.clock.clone(),
             move || {
-                let report = match restore {
-                    true => Some(writer.recover().map_err(|e| e.to_string())?),
-                    false => None,
-                };
-                let outcome = writer.write(&payload).map_err(|e| e.to_string())?;
-                Ok((report, outcome))
+                let mut done = WriteResult::failed(String::new());
+                if restore {
+                    match writer.recover() {
+                        Ok(report) => {
+                            done.cleaned = report.removed;
+                            done.repairs = report.repairs;
+                        }
+                        Err(e) => return WriteResult::failed(e.to_string()),
+                    }
+                }
+                done.outcome = writer
+                    .write_and_repair(&payload, &mut done.repairs)
+                    .map_err(|e| e.to_string());
+                done
             },
         );
     }
@@ -628,7 +669,7 @@ impl<S: TokenSource> Refresher<S> {
                 result,
                 at,
             } => {
-                if let Err(message) = self.finish_write(volume, result, at) {
+                if let Err(message) = self.finish_write(volume, restored, result, at) {
                     let what = if restored {
                         "restoring the layout failed; retrying"
                     } else {
@@ -769,30 +810,53 @@ impl<S: TokenSource> Refresher<S> {
         }
     }
 
-    /// Takes a write's result: publishes the new grants (events, status) or schedules a retry
-    /// of the whole volume after a backoff. `Ok(true)`: a new version was published.
+    /// Takes a write's result: reports what it repaired, publishes the new grants (events,
+    /// status) or schedules a retry of the whole volume after a backoff. `restored`: the layout
+    /// was recovered first (someone changed the directory). `Ok(true)`: a new version was
+    /// published.
     fn finish_write(
         &mut self,
         volume_index: usize,
+        restored: bool,
         result: WriteResult,
         published_at: Timestamp,
     ) -> Result<bool, String> {
+        let WriteResult {
+            cleaned,
+            mut repairs,
+            outcome,
+        } = result;
         let state = &mut self.volumes[volume_index];
         state.busy = false;
-        let outcome = match result {
-            Ok((report, outcome)) => {
+        // A restore that had to publish a new version although every token was already
+        // published and nothing else was wrong: files of the version were changed in place.
+        let rewritten = matches!(outcome, Ok(WriteOutcome::Written { .. }))
+            && restored
+            && repairs.is_empty()
+            && !state.tokens.iter().any(|slot| slot.unpublished);
+        if rewritten {
+            repairs.push(Repair {
+                name: DATA_DIR_NAME.to_owned(),
+                found: Found::Modified,
+            });
+        }
+        self.repairs.report(&state.volume, repairs);
+        let outcome = match outcome {
+            Ok(outcome) => {
                 state.write_failures = 0;
-                if let Some(removed) = report.map(|r| r.removed).filter(|r| !r.is_empty()) {
-                    tracing::warn!(volume = %state.volume.plan.name, removed = ?removed, "cleaned a changed layout");
+                if !cleaned.is_empty() {
+                    tracing::warn!(volume = %state.volume.plan.name, removed = ?cleaned, "cleaned a changed layout");
                 }
                 outcome
             }
             Err(message) => {
-                // Retry the whole volume after a backoff by re-queuing its tokens. A restore
-                // asked for meanwhile (the failed write's own changes, seen by the watcher) must
-                // not retry it at once: while the disk is full that would be a busy loop.
+                // Retry the whole volume after a backoff by re-queuing its tokens, recovering the
+                // layout first. A restore asked for meanwhile (the failed write's own changes,
+                // seen by the watcher) must not retry it at once: while the disk is full that
+                // would be a busy loop.
                 state.write_failures = state.write_failures.saturating_add(1);
                 state.restore = false;
+                state.recover_on_retry = true;
                 let now = self.clock.now();
                 let retry = now
                     .checked_add(self.backoff.delay(state.write_failures, fastrand::f64()))

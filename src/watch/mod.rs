@@ -52,6 +52,9 @@ pub struct Entry {
     /// SHA-256 of the file's content as read through the snapshot's `..data` version; `None`
     /// for directories, dangling links and unreadable files.
     pub digest: Option<[u8; 32]>,
+    /// What the entry resolves to when that is neither a regular file nor a directory (`a
+    /// FIFO`, `a socket`, `a device file`): a client opening it would wait or fail. Not read.
+    pub not_regular: Option<&'static str>,
 }
 
 /// The token file as read.
@@ -61,6 +64,8 @@ pub enum TokenState {
     Absent,
     /// The entry exists but reading it failed (the message says why).
     Unreadable(String),
+    /// The entry is not a regular file (`a FIFO`, `a directory`, ...), so it was not opened.
+    NotRegular(&'static str),
     /// Read, but not a JWT (the message says which part is wrong, never quotes the token).
     Invalid(String),
     Valid(TokenInfo),
@@ -125,6 +130,10 @@ impl Snapshot {
             if let EntryKind::Dangling { target } = &entry.kind {
                 errors.push(format!("{} is a dangling symlink to {target}", entry.name));
             }
+            // The token's own entry is reported with the token, below.
+            if let Some(kind) = entry.not_regular.filter(|_| entry.name != self.token_path) {
+                errors.push(format!("{} is {kind}, not a regular file", entry.name));
+            }
         }
         // A name of the version with no user-visible link: clients cannot open it.
         for name in &self.version_names {
@@ -147,6 +156,9 @@ impl Snapshot {
             }
             TokenState::Unreadable(why) => {
                 errors.push(format!("cannot read {}: {why}", self.token_path))
+            }
+            TokenState::NotRegular(kind) => {
+                errors.push(format!("{} is {kind}, not a regular file", self.token_path))
             }
             TokenState::Invalid(why) => errors.push(format!(
                 "{} does not parse as a token: {why}",

@@ -1,9 +1,14 @@
 //! Reading a projected directory as a careful client does: resolve `..data` once, read every
 //! file through that version, and start again if `..data` moved meanwhile, so a snapshot never
 //! mixes two generations. Blocking file I/O (small files): call it off the async threads.
+//!
+//! Only regular files are opened, and never in a way that can wait: a FIFO, socket or device
+//! someone put in the directory is reported for what it is, not read (opening a FIFO for reading
+//! waits for a writer, for ever).
 
-use std::fs;
-use std::io::{ErrorKind, Read};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, ErrorKind, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use jiff::Timestamp;
@@ -118,10 +123,11 @@ fn read_data_link(dir: &Path) -> DataLink {
 /// One visible entry, and the real path its content is read from (`None` when dangling).
 fn read_entry(dir: &Path, version: Option<&Path>, name: String) -> (Entry, Option<PathBuf>) {
     let path = dir.join(&name);
-    let entry = |kind, digest| Entry {
+    let entry = |kind, (digest, not_regular)| Entry {
         name: name.clone(),
         kind,
         digest,
+        not_regular,
     };
     let Ok(meta) = fs::symlink_metadata(&path) else {
         // Removed between listing and now: a dangling name for this snapshot.
@@ -130,7 +136,7 @@ fn read_entry(dir: &Path, version: Option<&Path>, name: String) -> (Entry, Optio
                 EntryKind::Dangling {
                     target: "(removed while reading)".to_owned(),
                 },
-                None,
+                (None, None),
             ),
             None,
         );
@@ -144,7 +150,7 @@ fn read_entry(dir: &Path, version: Option<&Path>, name: String) -> (Entry, Optio
                 EntryKind::Dangling {
                     target: "(unreadable link)".to_owned(),
                 },
-                None,
+                (None, None),
             ),
             None,
         );
@@ -163,7 +169,10 @@ fn read_entry(dir: &Path, version: Option<&Path>, name: String) -> (Entry, Optio
         _ => path.clone(),
     };
     if fs::metadata(&real).is_err() {
-        return (entry(EntryKind::Dangling { target: shown }, None), None);
+        return (
+            entry(EntryKind::Dangling { target: shown }, (None, None)),
+            None,
+        );
     }
     let kind = if through_data {
         EntryKind::ThroughData
@@ -173,13 +182,63 @@ fn read_entry(dir: &Path, version: Option<&Path>, name: String) -> (Entry, Optio
     (entry(kind, digest(&real)), Some(real))
 }
 
-/// SHA-256 of a regular file's content (up to the cap); `None` for anything else.
-fn digest(path: &Path) -> Option<[u8; 32]> {
-    if !fs::metadata(path).is_ok_and(|m| m.is_file()) {
-        return None;
+/// SHA-256 of a regular file's content (up to the cap), and what the entry is when it is
+/// neither a regular file nor a directory (`a FIFO`); `(None, None)` for a directory or a file
+/// that cannot be read.
+fn digest(path: &Path) -> (Option<[u8; 32]>, Option<&'static str>) {
+    match read_capped(path) {
+        Ok(bytes) => (Some(sha256(&bytes)), None),
+        Err(Unread::NotRegular(kind)) if kind != DIRECTORY => (None, Some(kind)),
+        Err(_) => (None, None),
     }
-    let bytes = read_capped(path).ok()?;
-    Some(sha256(&bytes))
+}
+
+/// Why a file was not read.
+enum Unread {
+    Io(io::Error),
+    /// What it is instead of a regular file: `a FIFO`, `a directory`, ...
+    NotRegular(&'static str),
+}
+
+impl From<io::Error> for Unread {
+    fn from(e: io::Error) -> Self {
+        Unread::Io(e)
+    }
+}
+
+const DIRECTORY: &str = "a directory";
+
+fn type_name(file_type: fs::FileType) -> &'static str {
+    if file_type.is_dir() {
+        DIRECTORY
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else if file_type.is_block_device() || file_type.is_char_device() {
+        "a device file"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Opens the regular file `path` resolves to (links followed: `token` is one) without ever
+/// waiting: its type is checked first, the open is non-blocking (a FIFO swapped in after the
+/// check opens at once instead of waiting for a writer), and the opened file is checked again.
+fn open_regular(path: &Path) -> Result<File, Unread> {
+    let file_type = fs::metadata(path)?.file_type();
+    if !file_type.is_file() {
+        return Err(Unread::NotRegular(type_name(file_type)));
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    let file_type = file.metadata()?.file_type();
+    if !file_type.is_file() {
+        return Err(Unread::NotRegular(type_name(file_type)));
+    }
+    Ok(file)
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
@@ -189,9 +248,9 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
-fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
+fn read_capped(path: &Path) -> Result<Vec<u8>, Unread> {
     let mut bytes = Vec::new();
-    fs::File::open(path)?
+    open_regular(path)?
         .take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut bytes)?;
     Ok(bytes)
@@ -200,8 +259,9 @@ fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
 fn read_token(path: &Path) -> TokenState {
     let bytes = match read_capped(path) {
         Ok(bytes) => bytes,
-        Err(e) if e.kind() == ErrorKind::NotFound => return TokenState::Absent,
-        Err(e) => return TokenState::Unreadable(e.to_string()),
+        Err(Unread::Io(e)) if e.kind() == ErrorKind::NotFound => return TokenState::Absent,
+        Err(Unread::Io(e)) => return TokenState::Unreadable(e.to_string()),
+        Err(Unread::NotRegular(kind)) => return TokenState::NotRegular(kind),
     };
     if bytes.len() as u64 > MAX_FILE_BYTES {
         return TokenState::Invalid("larger than 1 MiB".to_owned());
@@ -396,6 +456,56 @@ mod tests {
         assert!(matches!(&snap.token, TokenState::Valid(t) if t.jti.as_deref() == Some("plain")));
         assert!(snap.errors(false).is_empty());
         assert_eq!(snap.layout_problems().len(), 2);
+    }
+
+    /// Read on another thread: a read that waits on a FIFO fails the test instead of hanging it.
+    fn read_within_seconds(dir: &Path) -> Snapshot {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let dir = dir.to_path_buf();
+        std::thread::spawn(move || {
+            let _ = tx.send(read(&dir, "token"));
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the read waited on a FIFO")
+    }
+
+    fn mkfifo(path: &Path) {
+        let mode = rustix::fs::Mode::from_bits_truncate(0o600);
+        rustix::fs::mknodat(rustix::fs::CWD, path, rustix::fs::FileType::Fifo, mode, 0).unwrap();
+    }
+
+    #[test]
+    fn fifos_are_reported_never_opened_for_a_blocking_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        mkfifo(&dir.join("token"));
+        let snap = read_within_seconds(dir);
+        assert_eq!(snap.token, TokenState::NotRegular("a FIFO"));
+        assert_eq!(
+            snap.errors(false),
+            vec!["token is a FIFO, not a regular file"]
+        );
+        fs::remove_file(dir.join("token")).unwrap();
+
+        // Through `..data`, as a kubelet layout someone tampered with.
+        let version = write(dir, &jwt("one"), "ca");
+        for name in ["token", "ca.crt"] {
+            fs::remove_file(dir.join(&version).join(name)).unwrap();
+            mkfifo(&dir.join(&version).join(name));
+        }
+        let snap = read_within_seconds(dir);
+        assert_eq!(snap.entries[0].not_regular, Some("a FIFO"));
+        assert_eq!(
+            snap.errors(true),
+            vec![
+                "ca.crt is a FIFO, not a regular file",
+                "token is a FIFO, not a regular file"
+            ]
+        );
+        fs::remove_file(dir.join(&version).join("token")).unwrap();
+        fs::create_dir(dir.join(&version).join("token")).unwrap();
+        let snap = read_within_seconds(dir);
+        assert_eq!(snap.token, TokenState::NotRegular("a directory"));
     }
 
     #[test]

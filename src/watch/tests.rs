@@ -21,6 +21,7 @@ fn entry(name: &str, kind: EntryKind, content: u8) -> Entry {
         name: name.to_owned(),
         kind,
         digest: Some([content; 32]),
+        not_regular: None,
     }
 }
 

@@ -292,6 +292,37 @@ pub fn wait_for_file(path: &Path, timeout: Duration) {
     }
 }
 
+/// Polls `probe` every 20 ms until it gives a value; panics after `timeout` naming `what`.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = probe() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Puts `plant(path)`'s entry in place of `dir/name` in one rename(2), as `ln -sfn` or `mv`
+/// would: readers see the old entry or the new one, and a watcher sees one change.
+pub fn replace_entry(dir: &Path, name: &str, plant: impl FnOnce(&Path)) {
+    let staged = dir.join("planted-by-test");
+    plant(&staged);
+    std::fs::rename(&staged, dir.join(name)).expect("rename the planted entry");
+}
+
+/// Plants a link to `target` (never followed by the writer).
+pub fn plant_link(target: &Path) -> impl FnOnce(&Path) + '_ {
+    move |at| std::os::unix::fs::symlink(target, at).expect("symlink")
+}
+
+/// Plants a FIFO (opening it for reading would wait for a writer, for ever).
+pub fn plant_fifo(at: &Path) {
+    let mode = rustix::fs::Mode::from_bits_truncate(0o600);
+    rustix::fs::mknodat(rustix::fs::CWD, at, rustix::fs::FileType::Fifo, mode, 0).expect("mkfifo");
+}
+
 /// How long a `serve` process may take to print that it is ready.
 pub const SERVE_STARTUP: Duration = Duration::from_secs(30);
 /// Upper bound of one HTTP request in the tests.
