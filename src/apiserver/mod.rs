@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod authn;
+pub mod bounds;
 pub mod controls;
 pub mod discovery;
 pub mod ledger;
