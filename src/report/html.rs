@@ -49,7 +49,7 @@ header, section { max-width: 1180px; margin: 0 auto 16px; }
 .meta { color: var(--muted); margin: 4px 0 0; }
 .meta code, td code { font-size: 12px; }
 table { border-collapse: collapse; width: 100%; }
-th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
+th, td { text-align: left; padding: 6px 6px; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { font-size: 12px; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); font-weight: 600; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 a { color: var(--rotation); text-decoration: none; }
