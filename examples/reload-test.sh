@@ -9,13 +9,14 @@
 # Env: PROJECTED_TOKEN_BIN  the binary (default: projected-token on PATH, else target/release's)
 #      LIFETIME             token lifetime in seconds (default 3: a rotation every ~2.4 s)
 #      DURATION             how long the client runs, in seconds (default 30)
-#      MAX_RELOAD_DELAY     check's bound on using a replaced token (default 1s)
+#      MAX_RELOAD_DELAY     check's bound on using a replaced token (default 1s; 5 means 5s)
 #      REPORT               also write check's reload report to $REPORT.json and $REPORT.html
-# Exit status: check's (0 pass, 1 a client broke the bounds), or 2 if the setup failed.
+# Exit status: 0 pass; 1 a client broke the bounds, no client reached the emulator, or the client
+# command failed (an exit status other than 0 or the timeout's 124); 2 if the setup failed.
 set -euo pipefail
 
 if [ $# -ne 1 ]; then
-  sed -n '2,15p' "$0" >&2
+  sed -n '2,16p' "$0" >&2
   exit 2
 fi
 client=$1
@@ -57,12 +58,21 @@ echo "reload-test: emulator on $url, ${lifetime} s tokens; running the client fo
 
 status=0
 timeout --signal=TERM "${duration}s" sh -c "$client" || status=$?
-# 124: stopped by the timeout, as planned.
+# 124: stopped by the timeout, as planned. Anything else non-zero: the client failed, and the
+# test fails whatever check says (check still runs: its report tells what the client did).
+client_failed=
 if [ "$status" -ne 0 ] && [ "$status" -ne 124 ]; then
+  client_failed=1
   echo "reload-test: the client exited with status $status" >&2
 fi
 
 report=()
 if [ -n "${REPORT:-}" ]; then report=(--report "$REPORT"); fi
+check_status=0
 "$bin" check --server "$url" --ca "$SERVICEACCOUNT_DIR/ca.crt" --token-file "$tmp/admin-token" \
-  --max-reload-delay "$max_reload_delay" "${report[@]}"
+  --max-reload-delay "$max_reload_delay" "${report[@]}" || check_status=$?
+if [ -n "$client_failed" ]; then
+  echo "reload-test: FAIL: the client command failed (exit status $status)" >&2
+  exit 1
+fi
+exit "$check_status"

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::duration;
+
 /// Prefix of the environment variables every flag reads.
 pub const ENV_PREFIX: &str = "PROJECTED_TOKEN_";
 
@@ -287,12 +289,12 @@ pub struct ServerArgs {
     /// How long a client has for its TLS handshake, and then for the headers of each request
     /// (over HTTP/1.1 this includes the wait for the next request on a kept-alive connection;
     /// over HTTP/2 the first request must arrive by then). kube-apiserver's ReadHeaderTimeout.
-    #[arg(long, env = "PROJECTED_TOKEN_READ_HEADER_TIMEOUT", default_value = "32s", value_parser = parse_positive_duration)]
+    #[arg(long, env = "PROJECTED_TOKEN_READ_HEADER_TIMEOUT", default_value = "32s", value_parser = duration::parse_positive)]
     pub read_header_timeout: jiff::SignedDuration,
 
     /// A connection with no request in flight for this long is closed (HTTP/2 with a GOAWAY).
     /// kube-apiserver's IdleTimeout.
-    #[arg(long, env = "PROJECTED_TOKEN_IDLE_TIMEOUT", default_value = "90s", value_parser = parse_positive_duration)]
+    #[arg(long, env = "PROJECTED_TOKEN_IDLE_TIMEOUT", default_value = "90s", value_parser = duration::parse_positive)]
     pub idle_timeout: jiff::SignedDuration,
 
     /// The most connections open at once, across every --listen address; further clients wait
@@ -425,8 +427,8 @@ pub struct SidecarArgs {
     #[arg(long, env = "PROJECTED_TOKEN_ON_ROTATE_EXEC")]
     pub on_rotate_exec: Option<String>,
 
-    /// Time limit of --on-rotate-exec and --on-rotate-http (e.g. 30s).
-    #[arg(long, env = "PROJECTED_TOKEN_HOOK_TIMEOUT", default_value = "30s")]
+    /// Time limit of --on-rotate-exec and --on-rotate-http (e.g. 30s; a bare number is seconds).
+    #[arg(long, env = "PROJECTED_TOKEN_HOOK_TIMEOUT", default_value = "30s", value_parser = duration::parse_positive)]
     pub hook_timeout: jiff::SignedDuration,
 
     /// After each rotation, POST a JSON description (never the token) to this URL.
@@ -440,14 +442,16 @@ pub struct SidecarArgs {
     /// With --once: how long to keep retrying (with the backoff) while the API server is
     /// unavailable (connection refused, timeout, 5xx, 429), e.g. while it starts next to an init
     /// container. A refusal (401, 403, 404) or a rejected request fails at once. 0: no retry.
-    #[arg(long, env = "PROJECTED_TOKEN_ONCE_TIMEOUT", default_value = "60s", value_parser = parse_non_negative_duration)]
+    #[arg(long, env = "PROJECTED_TOKEN_ONCE_TIMEOUT", default_value = "60s", value_parser = duration::parse_non_negative)]
     pub once_timeout: jiff::SignedDuration,
 
-    /// First retry delay after a failure; doubles per failure with full jitter up to --backoff-cap.
-    #[arg(long, env = "PROJECTED_TOKEN_BACKOFF_INITIAL", default_value = "1s")]
+    /// First retry delay after a failure (e.g. 500ms, 1s); doubles per failure with full jitter up
+    /// to --backoff-cap.
+    #[arg(long, env = "PROJECTED_TOKEN_BACKOFF_INITIAL", default_value = "1s", value_parser = duration::parse_positive)]
     pub backoff_initial: jiff::SignedDuration,
 
-    #[arg(long, env = "PROJECTED_TOKEN_BACKOFF_CAP", default_value = "60s")]
+    /// Longest retry delay (e.g. 60s, 2m).
+    #[arg(long, env = "PROJECTED_TOKEN_BACKOFF_CAP", default_value = "60s", value_parser = duration::parse_positive)]
     pub backoff_cap: jiff::SignedDuration,
 
     #[command(flatten)]
@@ -463,10 +467,22 @@ pub struct CheckArgs {
     #[arg(long, env = "PROJECTED_TOKEN_MAX_STALE", default_value_t = 0)]
     pub max_stale: u64,
 
-    /// Longest a client may keep using a token after its replacement was written (e.g. 5s, 90s,
-    /// 2m, 1m30s). client-go rereads its token file about every 50 s: allow 60s for it.
-    #[arg(long, env = "PROJECTED_TOKEN_MAX_RELOAD_DELAY", default_value = "5s", value_parser = parse_reload_delay)]
+    /// Longest a client may keep using a token after its replacement was written (e.g. 5, 5s,
+    /// 500ms, 2m, 1m30s; a bare number is seconds). client-go and the other official clients
+    /// re-read their token file about once a minute: allow 70s for them, with tokens of 350 s or
+    /// more (emulate --expiration-seconds 350).
+    #[arg(long, env = "PROJECTED_TOKEN_MAX_RELOAD_DELAY", default_value = "5s", value_parser = duration::parse_non_negative)]
     pub max_reload_delay: jiff::SignedDuration,
+
+    /// Rejected uses allowed per client: tokens the emulator issued but refuses now (signed by a
+    /// key it dropped, expired, or invalidated by a deleted pod).
+    #[arg(long, env = "PROJECTED_TOKEN_MAX_REJECTED", default_value_t = 0)]
+    pub max_rejected: u64,
+
+    /// Pass when no client used a token at all. Without it, nothing observed is a failure: the
+    /// client never reached the emulator, or never presented a projected token.
+    #[arg(long, env = "PROJECTED_TOKEN_ALLOW_NO_CLIENTS")]
+    pub allow_no_clients: bool,
 
     /// Also write the reload report: FILE.json and FILE.html (a self-contained page with one
     /// timeline per client). A `.json` or `.html` extension of FILE is replaced.
@@ -498,16 +514,18 @@ pub struct WatchArgs {
     #[arg(long, env = "PROJECTED_TOKEN_WATCH_EXEC")]
     pub exec: Option<String>,
 
-    /// Time limit of one --exec run (e.g. 30s); its process group is killed after it.
-    #[arg(long, env = "PROJECTED_TOKEN_WATCH_EXEC_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
+    /// Time limit of one --exec run (e.g. 30s; a bare number is seconds); its process group is
+    /// killed after it.
+    #[arg(long, env = "PROJECTED_TOKEN_WATCH_EXEC_TIMEOUT", default_value = "30s", value_parser = duration::parse_positive)]
     pub exec_timeout: jiff::SignedDuration,
 
     /// Exit (0) after this many rotations.
     #[arg(long, env = "PROJECTED_TOKEN_WATCH_COUNT", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
 
-    /// Exit after this long (e.g. 30s, 2m): 0, or 1 when --count rotations were not seen by then.
-    #[arg(long, env = "PROJECTED_TOKEN_WATCH_TIMEOUT", value_parser = parse_positive_duration)]
+    /// Exit after this long (e.g. 30, 30s, 2m): 0, or 1 when --count rotations were not seen by
+    /// then.
+    #[arg(long, env = "PROJECTED_TOKEN_WATCH_TIMEOUT", value_parser = duration::parse_positive)]
     pub timeout: Option<jiff::SignedDuration>,
 
     /// Exit 1 (at --count, --timeout or a signal) if any error event or inconsistent change was
@@ -519,31 +537,9 @@ pub struct WatchArgs {
     #[arg(long, env = "PROJECTED_TOKEN_WATCH_POLL")]
     pub poll: bool,
 
-    /// How often to look when polling (with --poll, or when inotify is unavailable).
-    #[arg(long, env = "PROJECTED_TOKEN_WATCH_POLL_INTERVAL", default_value = "1s", value_parser = parse_positive_duration)]
+    /// How often to look when polling (with --poll, or when inotify is unavailable; e.g. 500ms).
+    #[arg(long, env = "PROJECTED_TOKEN_WATCH_POLL_INTERVAL", default_value = "1s", value_parser = duration::parse_positive)]
     pub poll_interval: jiff::SignedDuration,
-}
-
-/// A duration of zero or more in jiff's friendly format (`0s`, `30s`, `2m`) or ISO 8601.
-fn parse_non_negative_duration(text: &str) -> Result<jiff::SignedDuration, String> {
-    let duration: jiff::SignedDuration = text
-        .parse()
-        .map_err(|e| format!("not a duration ({e}); e.g. 0s, 30s, 2m"))?;
-    if duration.is_negative() {
-        return Err("must not be negative".to_owned());
-    }
-    Ok(duration)
-}
-
-/// A duration above zero in jiff's friendly format (`500ms`, `30s`, `2m`) or ISO 8601.
-fn parse_positive_duration(text: &str) -> Result<jiff::SignedDuration, String> {
-    let duration: jiff::SignedDuration = text
-        .parse()
-        .map_err(|e| format!("not a duration ({e}); e.g. 500ms, 30s, 2m"))?;
-    if !duration.is_positive() {
-        return Err("must be above zero".to_owned());
-    }
-    Ok(duration)
 }
 
 /// How our commands reach a running emulator: its URL, the CA to trust, the admin token.
@@ -618,9 +614,9 @@ pub struct CtlRotateKeyArgs {
     #[command(flatten)]
     pub connection: ApiConnectionArgs,
 
-    /// How long the old key stays published and accepted (e.g. 30s, 10m, 1h); 0 drops it at
-    /// once, as a bad rollout would: tokens it signed fail from then on.
-    #[arg(long, env = "PROJECTED_TOKEN_GRACE", default_value = "1h", value_parser = parse_seconds)]
+    /// How long the old key stays published and accepted (e.g. 30, 30s, 10m, 1h; whole
+    /// seconds); 0 drops it at once, as a bad rollout would: tokens it signed fail from then on.
+    #[arg(long, env = "PROJECTED_TOKEN_GRACE", default_value = "1h", value_parser = duration::parse_whole_seconds)]
     pub grace: i64,
 
     /// Algorithm of the new key (default: the current key's).
@@ -663,8 +659,8 @@ pub struct CtlOutageArgs {
     #[arg(long, env = "PROJECTED_TOKEN_OUTAGE_MODE", value_enum, default_value_t = OutageModeArg::Unavailable)]
     pub mode: OutageModeArg,
 
-    /// How long (e.g. 10s, 2m; at most 24h).
-    #[arg(long, env = "PROJECTED_TOKEN_OUTAGE_DURATION", value_parser = parse_seconds, required_unless_present = "end")]
+    /// How long (e.g. 10, 10s, 2m; whole seconds, at most 24h).
+    #[arg(long, env = "PROJECTED_TOKEN_OUTAGE_DURATION", value_parser = duration::parse_whole_seconds, required_unless_present = "end")]
     pub duration: Option<i64>,
 
     /// End the outage in progress now (a 503 outage; while connections are refused, the
@@ -678,32 +674,13 @@ pub struct CtlLifetimeArgs {
     #[command(flatten)]
     pub connection: ApiConnectionArgs,
 
-    /// The new lifetime (e.g. 5s, 10m, 3607s; a bare number is seconds).
-    #[arg(env = "PROJECTED_TOKEN_LIFETIME", value_parser = parse_seconds, required_unless_present = "reset")]
+    /// The new lifetime (e.g. 5, 5s, 10m, 3607s; whole seconds).
+    #[arg(env = "PROJECTED_TOKEN_LIFETIME", value_parser = duration::parse_whole_seconds, required_unless_present = "reset")]
     pub lifetime: Option<i64>,
 
     /// Give every token the lifetime its volume asks for again (no --expiration-seconds).
     #[arg(long, conflicts_with = "lifetime")]
     pub reset: bool,
-}
-
-/// Whole seconds: a bare number, or a duration (`30s`, `10m`, `1h`, `1m30s`).
-fn parse_seconds(text: &str) -> Result<i64, String> {
-    if let Ok(seconds) = text.trim().parse::<i64>() {
-        return (seconds >= 0)
-            .then_some(seconds)
-            .ok_or_else(|| "must not be negative".to_owned());
-    }
-    let duration: jiff::SignedDuration = text
-        .parse()
-        .map_err(|e| format!("not a duration ({e}); e.g. 30s, 10m, 1h, 1m30s"))?;
-    if duration.is_negative() {
-        return Err("must not be negative".to_owned());
-    }
-    if duration.subsec_nanos() != 0 {
-        return Err("give whole seconds".to_owned());
-    }
-    Ok(duration.as_secs())
 }
 
 /// An https URL without query or fragment: the usage report's path is appended to it.
@@ -719,21 +696,84 @@ fn parse_server_url(text: &str) -> Result<reqwest::Url, String> {
     Ok(url)
 }
 
-/// A non-negative duration in jiff's friendly format (`5s`, `1m30s`, `2 minutes`) or ISO 8601.
-fn parse_reload_delay(text: &str) -> Result<jiff::SignedDuration, String> {
-    let delay: jiff::SignedDuration = text
-        .parse()
-        .map_err(|e| format!("not a duration ({e}); e.g. 5s, 90s, 2m, 1m30s"))?;
-    if delay.is_negative() {
-        return Err("must not be negative".to_owned());
-    }
-    Ok(delay)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("projected-token").chain(args.iter().copied()))
+    }
+
+    const CONNECTION: [&str; 6] = [
+        "--server",
+        "https://127.0.0.1:6443",
+        "--ca",
+        "ca.crt",
+        "--token-file",
+        "admin.token",
+    ];
+
+    fn check_delay(value: &str) -> jiff::SignedDuration {
+        let mut args = vec!["check"];
+        args.extend(CONNECTION);
+        args.extend(["--max-reload-delay", value]);
+        match parse(&args).expect(value).command {
+            Command::Check(check) => check.max_reload_delay,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn ctl_seconds(args: &[&str]) -> Result<i64, clap::Error> {
+        let mut all = vec!["ctl"];
+        all.extend(args);
+        all.extend(CONNECTION);
+        Ok(match parse(&all)?.command {
+            Command::Ctl(CtlArgs {
+                command: CtlCommand::Lifetime(a),
+            }) => a.lifetime.expect("lifetime"),
+            Command::Ctl(CtlArgs {
+                command: CtlCommand::RotateKey(a),
+            }) => a.grace,
+            Command::Ctl(CtlArgs {
+                command: CtlCommand::Outage(a),
+            }) => a.duration.expect("duration"),
+            other => panic!("{other:?}"),
+        })
+    }
+
+    fn watch_timeout(value: &str) -> jiff::SignedDuration {
+        match parse(&["watch", "dir", "--timeout", value, "--exec-timeout", value])
+            .expect(value)
+            .command
+        {
+            Command::Watch(w) => {
+                assert_eq!(w.exec_timeout, w.timeout.expect("timeout"));
+                w.exec_timeout
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn sidecar_durations(value: &str) -> [jiff::SignedDuration; 3] {
+        let args = [
+            "sidecar",
+            "--dir",
+            "d",
+            "--hook-timeout",
+            value,
+            "--backoff-initial",
+            value,
+            "--backoff-cap",
+            value,
+        ];
+        match parse(&args).expect(value).command {
+            Command::Sidecar(s) => [s.hook_timeout, s.backoff_initial, s.backoff_cap],
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// `5`, `5s`, `500ms` and `2m` mean the same for every duration flag; `ctl` takes whole
+    /// seconds only, and says so.
     #[test]
     fn empty_variables_are_the_empty_ones_of_ours() {
         let vars = [
@@ -747,52 +787,43 @@ mod tests {
     }
 
     #[test]
-    fn reload_delays() {
+    fn every_duration_flag_reads_durations_one_way() {
         let secs = jiff::SignedDuration::from_secs;
-        assert_eq!(parse_reload_delay("5s"), Ok(secs(5)));
-        assert_eq!(parse_reload_delay("90s"), Ok(secs(90)));
-        assert_eq!(parse_reload_delay("2m"), Ok(secs(120)));
-        assert_eq!(parse_reload_delay("1m30s"), Ok(secs(90)));
-        assert_eq!(
-            parse_reload_delay("1.5s"),
-            Ok(jiff::SignedDuration::from_millis(1500))
-        );
-        assert_eq!(parse_reload_delay("0s"), Ok(secs(0)));
-        assert!(parse_reload_delay("-5s").is_err());
-        assert!(parse_reload_delay("5").is_err());
-        assert!(parse_reload_delay("soon").is_err());
-    }
-
-    #[test]
-    fn positive_durations() {
-        assert_eq!(
-            parse_positive_duration("500ms"),
-            Ok(jiff::SignedDuration::from_millis(500))
-        );
-        assert_eq!(
-            parse_positive_duration("2m"),
-            Ok(jiff::SignedDuration::from_secs(120))
-        );
-        assert!(parse_positive_duration("0s").is_err());
-        assert!(parse_positive_duration("-1s").is_err());
-        assert!(parse_positive_duration("10").is_err());
-        assert_eq!(
-            parse_non_negative_duration("0s"),
-            Ok(jiff::SignedDuration::ZERO)
-        );
-        assert!(parse_non_negative_duration("-1s").is_err());
-    }
-
-    #[test]
-    fn seconds() {
-        assert_eq!(parse_seconds("5"), Ok(5));
-        assert_eq!(parse_seconds("5s"), Ok(5));
-        assert_eq!(parse_seconds("0"), Ok(0));
-        assert_eq!(parse_seconds("1h"), Ok(3600));
-        assert_eq!(parse_seconds("1m30s"), Ok(90));
-        assert!(parse_seconds("1.5s").is_err());
-        assert!(parse_seconds("-1").is_err());
-        assert!(parse_seconds("soon").is_err());
+        let half = jiff::SignedDuration::from_millis(500);
+        for (text, expected) in [
+            ("5", secs(5)),
+            ("5s", secs(5)),
+            ("500ms", half),
+            ("2m", secs(120)),
+        ] {
+            assert_eq!(check_delay(text), expected, "check {text}");
+            assert_eq!(watch_timeout(text), expected, "watch {text}");
+            assert_eq!(sidecar_durations(text), [expected; 3], "sidecar {text}");
+        }
+        for args in [
+            &["lifetime"][..],
+            &["rotate-key", "--grace"],
+            &["outage", "--duration"],
+        ] {
+            for (text, expected) in [("5", 5), ("5s", 5), ("2m", 120), ("1000ms", 1)] {
+                let mut all = args.to_vec();
+                all.push(text);
+                assert_eq!(ctl_seconds(&all).expect(text), expected, "{args:?} {text}");
+            }
+            let mut all = args.to_vec();
+            all.push("500ms");
+            let error = ctl_seconds(&all).expect_err("500ms").to_string();
+            assert!(
+                error.contains("whole number of seconds"),
+                "{args:?}: {error}"
+            );
+        }
+        assert_eq!(check_delay("0"), secs(0));
+        let mut args = vec!["check"];
+        args.extend(CONNECTION);
+        args.extend(["--max-reload-delay", "-5s"]);
+        assert!(parse(&args).is_err());
+        assert!(parse(&["watch", "dir", "--timeout", "0"]).is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! `check` against a small HTTPS server of the test's own that serves a canned usage report:
-//! exit codes 0 / 1 / 2, the offender table, JSON output, and trust in the given CA only.
+//! exit codes 0 / 1 / 2, the offender table, JSON output, nothing observed, rejected uses,
+//! durations, and trust in the given CA only.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use axum::routing::get;
 use axum::Router;
 use axum_server::tls_rustls::RustlsConfig;
 use jiff::Timestamp;
-use projected_token::apiserver::ledger::{Ledger, Rotation, TokenUse, UsageReport};
+use projected_token::apiserver::ledger::{Ledger, Rejection, Rotation, TokenUse, UsageReport};
 use projected_token::tls::CertificateAuthority;
 use serde_json::Value;
 
@@ -106,6 +107,8 @@ impl ReportServer {
         cmd.timeout(COMMAND_TIMEOUT)
             .env_remove("PROJECTED_TOKEN_MAX_STALE")
             .env_remove("PROJECTED_TOKEN_MAX_RELOAD_DELAY")
+            .env_remove("PROJECTED_TOKEN_MAX_REJECTED")
+            .env_remove("PROJECTED_TOKEN_ALLOW_NO_CLIENTS")
             .env_remove("PROJECTED_TOKEN_OUTPUT")
             .arg("check");
         let defaults = [
@@ -148,8 +151,9 @@ fn token_use(at: Timestamp, jti: &str, user_agent: &str) -> TokenUse {
         pod_uid: Some("0d9f8c1e-4b4a-4f5e-9a31-6c2a0e7d1b55".to_owned()),
         jti: Some(jti.to_owned()),
         warn_after: Some(at_warn()),
+        issued_at: None,
         legacy: false,
-        expired: false,
+        rejected: None,
         user_agent: Some(user_agent.to_owned()),
     }
 }
@@ -206,7 +210,7 @@ fn all_clients_within_bounds_exit_0() {
     );
     assert_eq!(
         stdout_of(&output),
-        "all 2 clients within bounds (max stale uses 0, max reload delay 5s)\n"
+        "all 2 clients within bounds (max stale uses 0, max rejected uses 0, max reload delay 5s)\n"
     );
 }
 
@@ -224,7 +228,7 @@ fn offenders_are_tabled_and_exit_1() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines[0],
-        "2 of 4 clients broke the bounds (max stale uses 0, max reload delay 5s):"
+        "2 of 4 clients broke the bounds (max stale uses 0, max rejected uses 0, max reload delay 5s):"
     );
     let columns = |line: &str| -> Vec<String> {
         line.split("  ")
@@ -241,6 +245,7 @@ fn offenders_are_tabled_and_exit_1() {
             "USER AGENT",
             "STALE",
             "SUPERSEDED",
+            "REJECTED",
             "WORST DELAY",
             "BROKEN"
         ]
@@ -252,6 +257,7 @@ fn offenders_are_tabled_and_exit_1() {
             "app-0",
             "kubectl/v1.37.0",
             "3",
+            "0",
             "0",
             "-",
             "stale uses"
@@ -265,14 +271,22 @@ fn offenders_are_tabled_and_exit_1() {
             "reads-once/1.0",
             "0",
             "1",
+            "0",
             "90s",
             "reload delay"
         ]
     );
-    // The read-once client gets advice; the stale one broke no reload bound, so gets none.
-    assert_eq!(lines.len(), 5, "{stdout}");
+    // Every offender gets advice: the stale one what stale means, the read-once one its kind.
+    assert_eq!(lines.len(), 6, "{stdout}");
     assert!(
         lines[4].starts_with(
+            "advice for system:serviceaccount:default:app (app-0, kubectl/v1.37.0): it used tokens past their warnafter 3 times, up to 23s after it"
+        ),
+        "{stdout}"
+    );
+    assert!(lines[4].contains("--max-stale 3"), "{stdout}");
+    assert!(
+        lines[5].starts_with(
             "advice for system:serviceaccount:default:app (app-0, reads-once/1.0): it never moved to a newer token"
         ),
         "{stdout}"
@@ -300,8 +314,147 @@ fn looser_bounds_from_flags_and_environment_exit_0() {
     );
     assert_eq!(
         stdout_of(&output),
-        "all 4 clients within bounds (max stale uses 3, max reload delay 90s)\n"
+        "all 4 clients within bounds (max stale uses 3, max rejected uses 0, max reload delay 90s)\n"
     );
+}
+
+/// A client that broke only the stale bound gets advice too (it used to get none).
+#[test]
+fn stale_only_offender_gets_advice() {
+    let mut ledger = Ledger::new();
+    for seconds in [3610, 3620, 3630] {
+        ledger.record_use(token_use(at(seconds), "kubectl-token", "kubectl/v1.37.0"));
+    }
+    let server = ReportServer::start(&ledger.report(at(4000)));
+    let output = server.check().output().expect("run check");
+    let stdout = stdout_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    let advice = stdout
+        .lines()
+        .find(|l| {
+            l.starts_with("advice for system:serviceaccount:default:app (app-0, kubectl/v1.37.0)")
+        })
+        .unwrap_or_else(|| panic!("no advice line: {stdout}"));
+    assert!(advice.contains("past their warnafter 3 times"), "{advice}");
+    assert!(advice.contains("--max-stale 3"), "{advice}");
+}
+
+/// A bare number is seconds, as everywhere: `--max-reload-delay 5` is `5s` (it used to be
+/// refused), `90` is `90s`, and `500ms` works too.
+#[test]
+fn reload_delay_bound_reads_bare_seconds_and_units_alike() {
+    let server = ReportServer::start(&canned_report(true));
+    let run = |value: &str| {
+        let output = server
+            .check_with(&[("--max-reload-delay", value)])
+            .output()
+            .expect("run check");
+        (output.status.code(), stdout_of(&output), stderr_of(&output))
+    };
+    let (code, bare, stderr) = run("5");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!((code, bare.clone()), {
+        let (code, text, _) = run("5s");
+        (code, text)
+    });
+    assert!(bare.contains("max reload delay 5s"), "{bare}");
+    let (code, text, stderr) = run("90");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(text.contains("1 of 4 clients broke the bounds"), "{text}");
+    assert!(text.contains("max reload delay 90s"), "{text}");
+    let (_, text, _) = run("500ms");
+    assert!(text.contains("max reload delay 0.5s"), "{text}");
+}
+
+/// Nothing observed is not a pass: no client used a token, so `check` fails and says what to
+/// check (the URL, the CA, the token path), unless `--allow-no-clients`.
+#[test]
+fn no_clients_exit_1_with_what_to_check_unless_allowed() {
+    let server = ReportServer::start(&Ledger::new().report(at(0)));
+    let output = server.check().output().expect("run check");
+    let stdout = stdout_of(&output);
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(!stdout.contains("within bounds"), "{stdout}");
+    assert!(
+        stderr.contains(&format!(
+            "no client used a service account token of {}:",
+            server.url
+        )),
+        "{stderr}"
+    );
+    let port = server.url.rsplit(':').next().expect("port");
+    for needle in [
+        format!("KUBERNETES_SERVICE_PORT={port}"),
+        path_arg(&server.ca_file),
+        "the token path".to_owned(),
+        "--allow-no-clients".to_owned(),
+    ] {
+        assert!(stdout.contains(&needle), "{needle}: {stdout}");
+    }
+
+    let json = server
+        .check_with(&[("--output", "json")])
+        .output()
+        .expect("run check");
+    assert_eq!(json.status.code(), Some(1));
+    let verdict: Value = serde_json::from_slice(&json.stdout).expect("JSON verdict");
+    assert_eq!(verdict["within_bounds"], false);
+    assert_eq!(verdict["clients"], 0);
+    assert_eq!(verdict["nothing_observed"]["allowed"], false);
+
+    let allowed = server
+        .check()
+        .arg("--allow-no-clients")
+        .output()
+        .expect("run check");
+    assert_eq!(allowed.status.code(), Some(0), "{}", stderr_of(&allowed));
+    assert!(
+        stdout_of(&allowed).contains("passing because of --allow-no-clients"),
+        "{}",
+        stdout_of(&allowed)
+    );
+    let from_env = server
+        .check()
+        .env("PROJECTED_TOKEN_ALLOW_NO_CLIENTS", "true")
+        .output()
+        .expect("run check");
+    assert_eq!(from_env.status.code(), Some(0), "{}", stderr_of(&from_env));
+}
+
+/// Uses the emulator rejected count against `--max-rejected` (default 0), with their reasons.
+#[test]
+fn rejected_uses_fail_with_their_reasons_unless_allowed() {
+    let mut ledger = Ledger::new();
+    ledger.record_use(token_use(at(1), "kept", "keeps-old-key/1.0"));
+    for second in 2..82 {
+        ledger.record_use(TokenUse {
+            rejected: Some(Rejection::UnknownKey),
+            ..token_use(at(second), "kept", "keeps-old-key/1.0")
+        });
+    }
+    ledger.record_use(token_use(at(3), "fresh", "fine/1.0"));
+    let server = ReportServer::start(&ledger.report(at(100)));
+    let output = server.check().output().expect("run check");
+    let stdout = stdout_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("1 of 2 clients broke the bounds"),
+        "{stdout}"
+    );
+    let row = stdout
+        .lines()
+        .find(|l| l.contains("keeps-old-key/1.0") && !l.starts_with("advice"))
+        .expect("row");
+    assert!(row.contains("80 unknown key"), "{row}");
+    assert!(row.ends_with("rejected uses"), "{row}");
+    assert!(stdout.contains("advice for"), "{stdout}");
+
+    let allowed = server
+        .check_with(&[("--max-rejected", "80")])
+        .output()
+        .expect("run check");
+    assert_eq!(allowed.status.code(), Some(0), "{}", stdout_of(&allowed));
 }
 
 #[test]

@@ -105,6 +105,19 @@ impl Emulator {
         ctl(&self.url, &self.ca_file, &self.admin_file, args)
     }
 
+    /// `check` against this emulator, with more flags.
+    fn check(&self, args: &[&str]) -> std::process::Output {
+        assert_cmd::Command::new(BIN)
+            .arg("check")
+            .args(args)
+            .env("PROJECTED_TOKEN_SERVER", &self.url)
+            .env("PROJECTED_TOKEN_CA", &self.ca_file)
+            .env("PROJECTED_TOKEN_TOKEN_FILE", &self.admin_file)
+            .timeout(CTL_TIMEOUT)
+            .output()
+            .expect("run check")
+    }
+
     /// `ctl ... -o json` that must succeed; its JSON answer.
     fn ctl_json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
@@ -423,6 +436,58 @@ async fn signing_key_rotation_without_grace_breaks_old_tokens_at_once() {
         201,
     );
     assert!(details.contains("old key dropped at once"), "{details}");
+}
+
+/// A client that keeps presenting a token whose key was dropped (`rotate-key --grace 0`) gets
+/// 401s: `check` fails it with its rejected uses and their reason, and says what to do. A token
+/// the emulator never signed counts for no client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_keeping_a_dropped_keys_token_fails_check() {
+    let emulator = Emulator::start(&[]);
+    let old_token = emulator.token();
+    assert_eq!(emulator.whoami(&old_token).await.status, 201);
+    let output = emulator.check(&[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+
+    let output = emulator.ctl(&["rotate-key", "--grace", "0"]);
+    assert_success(&output, &["rotate-key"]);
+    for _ in 0..5 {
+        assert_eq!(emulator.whoami(&old_token).await.status, 401);
+    }
+    assert_eq!(emulator.whoami("not-a-token").await.status, 401);
+
+    let output = emulator.check(&[]);
+    let text = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{text}{}", stderr(&output));
+    assert!(text.contains("1 of 1 clients broke the bounds"), "{text}");
+    let row = text
+        .lines()
+        .find(|l| l.starts_with("system:serviceaccount:default:default"))
+        .expect("the client's row");
+    assert!(row.contains("5 unknown key"), "{row}");
+    assert!(row.ends_with("rejected uses"), "{row}");
+    assert!(
+        text.contains("advice for system:serviceaccount:default:default"),
+        "{text}"
+    );
+    assert!(
+        text.contains("a key the emulator no longer accepts"),
+        "{text}"
+    );
+    assert!(
+        text.contains("note: 1 requests presented bearer tokens the emulator did not sign"),
+        "{text}"
+    );
+
+    let output = emulator.check(&["-o", "json"]);
+    let verdict: Value = serde_json::from_slice(&output.stdout).expect("JSON verdict");
+    assert_eq!(verdict["within_bounds"], false);
+    assert_eq!(verdict["offenders"][0]["rejected_uses"], 5);
+    assert_eq!(verdict["offenders"][0]["rejected"]["unknown_key"], 5);
+    assert_eq!(verdict["unattributed_rejections"], 1);
+
+    let output = emulator.check(&["--max-rejected", "5"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

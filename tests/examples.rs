@@ -112,3 +112,51 @@ fn reload_test_script_passes_the_good_client_and_fails_the_read_once_one() {
     assert!(bad_text.contains("token-client/read-once"), "{bad_text}");
     assert!(bad_text.contains("reload delay"), "{bad_text}");
 }
+
+/// A client command that fails is a failed test: crashing at once (no client ever reaches the
+/// emulator, so `check` fails too), or after requests that kept within the bounds (`check`
+/// passes, the script still fails). Both used to exit 0.
+#[test]
+fn reload_test_script_fails_when_the_client_command_fails() {
+    let client = common::example_binary("token_client");
+    let script = format!("{}/examples/reload-test.sh", env!("CARGO_MANIFEST_DIR"));
+    let run = |command: String| {
+        let output = Command::new(&script)
+            .arg(command)
+            .env("PROJECTED_TOKEN_BIN", common::BIN)
+            .env("DURATION", "20")
+            .env("LIFETIME", "2")
+            .output()
+            .expect("run reload-test.sh");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr);
+        (output.status.code(), text)
+    };
+    let good_then_exit_3 = format!(
+        "{:?} --interval-ms 200 --duration-secs 2 --credentials-dir \"$SERVICEACCOUNT_DIR\"; exit 3",
+        client.display().to_string()
+    );
+    let ((crashed, crashed_text), (late, late_text)) = std::thread::scope(|s| {
+        let crashed = s.spawn(|| run("exit 3".to_owned()));
+        let late = s.spawn(|| run(good_then_exit_3));
+        (crashed.join().unwrap(), late.join().unwrap())
+    });
+    assert_eq!(crashed, Some(1), "{crashed_text}");
+    assert!(
+        crashed_text.contains("the client exited with status 3"),
+        "{crashed_text}"
+    );
+    assert!(
+        crashed_text.contains("no client used a service account token"),
+        "{crashed_text}"
+    );
+    assert_eq!(late, Some(1), "{late_text}");
+    assert!(
+        late_text.contains("all 1 clients within bounds"),
+        "{late_text}"
+    );
+    assert!(
+        late_text.contains("FAIL: the client command failed (exit status 3)"),
+        "{late_text}"
+    );
+}

@@ -428,8 +428,9 @@ mod tests {
             pod_uid: None,
             jti: Some("new".to_owned()),
             warn_after: Some(at(3_607_000_000)),
+            issued_at: None,
             legacy: false,
-            expired: false,
+            rejected: None,
             user_agent: Some("app/1.0".to_owned()),
         };
         let stale_use = TokenUse {

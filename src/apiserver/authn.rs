@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use jiff::Timestamp;
 use k8s_openapi::api::authentication::v1::UserInfo;
 
+use super::ledger::Rejection;
 use crate::issuer::keyring::KeyRing;
 use crate::issuer::objects::ObjectStore;
 use crate::issuer::verify::VerifyError;
@@ -56,16 +57,18 @@ pub struct TokenFacts {
     pub jti: Option<String>,
     pub warn_after: Option<i64>,
     pub expires_at: Option<i64>,
+    pub issued_at: Option<i64>,
     pub legacy: bool,
 }
 
-/// Why authentication failed; `facts` is set when the token is one of ours (signature good) so
-/// that even a rejected use can be accounted for.
+/// Why authentication failed. `facts` and `rejection` are set when the token is one of ours (its
+/// signature verifies with a key we publish or once published) so that even a rejected use is
+/// accounted to its client; never for a token we cannot show we signed.
 #[derive(Debug, Clone)]
 pub struct AuthnFailure {
     pub reason: String,
     pub facts: Option<Box<TokenFacts>>,
-    pub expired: bool,
+    pub rejection: Option<Rejection>,
 }
 
 impl AuthnFailure {
@@ -73,7 +76,7 @@ impl AuthnFailure {
         Self {
             reason: reason.into(),
             facts: None,
-            expired: false,
+            rejection: None,
         }
     }
 
@@ -154,23 +157,34 @@ impl Authenticator {
             // The signature is checked above without the lock; only the lookups hold it.
             Ok(claims) => self.check_bound_objects(claims, targets, &mut lock(objects)),
             Err(err) => {
-                let expired = matches!(err, VerifyError::Expired);
-                // A token that is ours (signature verifies) is still worth accounting for.
-                let facts = match err {
-                    VerifyError::Expired
-                    | VerifyError::NotYetValid
-                    | VerifyError::IssuedInFuture
-                    | VerifyError::Audience { .. } => serde_json::from_value::<BoundClaims>(
-                        serde_json::Value::Object(decoded.claims.clone()),
-                    )
-                    .ok()
-                    .map(|claims| Box::new(bound_facts(&claims))),
+                // A token that is ours is still worth accounting for: its signature verified
+                // before a later check failed, or it verifies with a key we dropped.
+                let rejection = match err {
+                    VerifyError::Expired => Some(Rejection::Expired),
+                    VerifyError::NotYetValid | VerifyError::IssuedInFuture => {
+                        Some(Rejection::NotYetValid)
+                    }
+                    VerifyError::Audience { .. } => Some(Rejection::WrongAudience),
+                    VerifyError::NoMatchingKey { .. }
+                    | VerifyError::Signature
+                    | VerifyError::AlgorithmMismatch { .. }
+                        if self.keys.signed_by_dropped_key(token, now) =>
+                    {
+                        Some(Rejection::UnknownKey)
+                    }
                     _ => None,
                 };
+                let facts = rejection.and_then(|_| {
+                    serde_json::from_value::<BoundClaims>(serde_json::Value::Object(
+                        decoded.claims.clone(),
+                    ))
+                    .ok()
+                    .map(|claims| Box::new(bound_facts(&claims)))
+                });
                 Err(AuthnFailure {
                     reason: err.to_string(),
+                    rejection: rejection.filter(|_| facts.is_some()),
                     facts,
-                    expired,
                 })
             }
         }
@@ -186,7 +200,7 @@ impl Authenticator {
         let invalid = |reason: String| AuthnFailure {
             reason,
             facts: Some(Box::new(facts.clone())),
-            expired: false,
+            rejection: Some(Rejection::Invalidated),
         };
         let k8s = &claims.kubernetes;
         let claimed_sa = &k8s.serviceaccount;
@@ -281,7 +295,7 @@ impl Authenticator {
         let invalid = |reason: &str| AuthnFailure {
             reason: reason.to_owned(),
             facts: Some(Box::new(facts.clone())),
-            expired: false,
+            rejection: Some(Rejection::Invalidated),
         };
         let mut objects = lock(objects);
         let live = objects
@@ -365,6 +379,7 @@ fn bound_facts(claims: &BoundClaims) -> TokenFacts {
         jti: claims.jti.clone(),
         warn_after: claims.kubernetes.warnafter,
         expires_at: Some(claims.exp),
+        issued_at: Some(claims.iat),
         legacy: false,
     }
 }

@@ -1,9 +1,11 @@
 //! The usage ledger: how clients use their service account tokens, for client reload testing.
 //!
-//! Every authenticated (or expired-but-ours) token use is classified the way kube-apiserver does
-//! (legacy, valid, stale; `pkg/serviceaccount/claims.go`) and, orthogonally, as *superseded* when
-//! the projector had already written a newer token for the same volume path. Uses are aggregated
-//! per client (subject, pod, user agent) so memory stays bounded however long the server runs.
+//! Every use of a token the emulator issued, accepted or rejected, is classified the way
+//! kube-apiserver does (legacy, valid, stale; `pkg/serviceaccount/claims.go`) and, orthogonally,
+//! as *superseded* when the projector had already written a newer token for the same volume path,
+//! and as *rejected* (with the reason) when the server refused it. Uses are aggregated per client
+//! (subject, pod, user agent) so memory stays bounded however long the server runs. A rejected
+//! token the emulator cannot show it signed is never attributed to a client: it is only counted.
 //!
 //! Pure: no I/O and no clock reads. Every time comes in as a value (`TokenUse::at`,
 //! `Rotation::at`, `report(now)`).
@@ -30,7 +32,8 @@ pub struct Rotation {
     pub new_jti: Option<String>,
 }
 
-/// One authenticated (or expired but emulator-issued) use of a service account token.
+/// One use of a service account token the emulator issued (its signature verified with a key it
+/// publishes, or once published), accepted or rejected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenUse {
     /// When the request was received.
@@ -45,11 +48,111 @@ pub struct TokenUse {
     pub jti: Option<String>,
     /// `kubernetes.io.warnafter`; a zero value counts as absent, as upstream.
     pub warn_after: Option<Timestamp>,
+    /// `iat`: with `warn_after`, the lifetime the token was issued for.
+    pub issued_at: Option<Timestamp>,
     /// A secret-based token (issuer `kubernetes/serviceaccount`).
     pub legacy: bool,
-    /// Past `exp` plus the 60 s leeway: the server answers 401, the ledger still records it.
-    pub expired: bool,
+    /// Why the server answered 401, if it did; the ledger records the use all the same.
+    pub rejected: Option<Rejection>,
     pub user_agent: Option<String>,
+}
+
+impl TokenUse {
+    /// Past `exp` plus the 60 s leeway.
+    pub fn expired(&self) -> bool {
+        self.rejected == Some(Rejection::Expired)
+    }
+}
+
+/// Why the server refused a token it issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rejection {
+    /// Signed by a key the server no longer publishes: dropped at once (`ctl rotate-key --grace
+    /// 0`) or past its grace period. Upstream says `invalid signature, no keys found`.
+    UnknownKey,
+    /// Past `exp` plus the 60 s leeway.
+    Expired,
+    /// Its pod, secret, node or service account was deleted or replaced (`ctl revoke`).
+    Invalidated,
+    /// Not meant for the audiences it was presented to.
+    WrongAudience,
+    /// `nbf` or `iat` in the future.
+    NotYetValid,
+}
+
+impl Rejection {
+    pub const ALL: [Rejection; 5] = [
+        Rejection::UnknownKey,
+        Rejection::Expired,
+        Rejection::Invalidated,
+        Rejection::WrongAudience,
+        Rejection::NotYetValid,
+    ];
+
+    /// In words, for tables and messages.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::UnknownKey => "unknown key",
+            Self::Expired => "expired",
+            Self::Invalidated => "invalidated",
+            Self::WrongAudience => "wrong audience",
+            Self::NotYetValid => "not yet valid",
+        }
+    }
+}
+
+/// Rejected uses by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RejectedUses {
+    pub unknown_key: u64,
+    pub expired: u64,
+    pub invalidated: u64,
+    pub wrong_audience: u64,
+    pub not_yet_valid: u64,
+}
+
+impl RejectedUses {
+    pub fn total(&self) -> u64 {
+        Rejection::ALL.iter().map(|&reason| self.of(reason)).sum()
+    }
+
+    pub fn of(&self, reason: Rejection) -> u64 {
+        match reason {
+            Rejection::UnknownKey => self.unknown_key,
+            Rejection::Expired => self.expired,
+            Rejection::Invalidated => self.invalidated,
+            Rejection::WrongAudience => self.wrong_audience,
+            Rejection::NotYetValid => self.not_yet_valid,
+        }
+    }
+
+    fn add(&mut self, reason: Rejection) {
+        let count = match reason {
+            Rejection::UnknownKey => &mut self.unknown_key,
+            Rejection::Expired => &mut self.expired,
+            Rejection::Invalidated => &mut self.invalidated,
+            Rejection::WrongAudience => &mut self.wrong_audience,
+            Rejection::NotYetValid => &mut self.not_yet_valid,
+        };
+        *count += 1;
+    }
+
+    /// `80 unknown key, 2 expired` (the reasons seen, most frequent first); empty when none.
+    pub fn describe(&self) -> String {
+        let mut seen: Vec<(Rejection, u64)> = Rejection::ALL
+            .iter()
+            .map(|&reason| (reason, self.of(reason)))
+            .filter(|(_, count)| *count > 0)
+            .collect();
+        // Stable: equal counts keep the order of `ALL`.
+        seen.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+        seen.iter()
+            .map(|(reason, count)| format!("{count} {}", reason.describe()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// Our classification of a use, by its `warnafter`. Expired tokens are classified too.
@@ -75,7 +178,7 @@ pub enum UpstreamCount {
     Stale { seconds_after_warning: i64 },
     /// `serviceaccount_legacy_tokens_total`.
     Legacy,
-    /// No upstream counter: a token without `warnafter`, or an expired token (upstream rejects it
+    /// No upstream counter: a token without `warnafter`, or a rejected token (upstream rejects it
     /// before its stale accounting runs).
     Uncounted,
 }
@@ -88,6 +191,7 @@ pub struct UseOutcome {
     /// How long after the rotation that replaced this token it was used.
     pub superseded_after: Option<SignedDuration>,
     pub expired: bool,
+    pub rejected: Option<Rejection>,
     /// The value of upstream's `authentication.k8s.io/stale-token` audit annotation, exactly:
     /// `subject: <sub>, seconds after warning threshold: <N>`. Only when upstream would add it.
     pub stale_annotation: Option<String>,
@@ -178,6 +282,8 @@ struct SeenToken {
     first_use: Timestamp,
     last_use: Timestamp,
     counts: UseCounts,
+    /// `warnafter - iat`, from the last use that had both.
+    lifetime_seconds: Option<i64>,
 }
 
 #[derive(Debug)]
@@ -196,8 +302,8 @@ struct ClientStats {
     recent: VecDeque<RecentUse>,
 }
 
-/// Use counts by classification. `valid + stale + legacy + no_warn_after = uses`; `superseded`
-/// and `expired` overlap with those.
+/// Use counts by classification. `valid + stale + legacy + no_warn_after = uses`; `superseded`,
+/// `expired` and `rejected` overlap with those (`expired` is also one of the rejection reasons).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UseCounts {
     pub uses: u64,
@@ -207,6 +313,9 @@ pub struct UseCounts {
     pub no_warn_after: u64,
     pub superseded: u64,
     pub expired: u64,
+    /// Uses the server answered 401, by reason.
+    #[serde(default)]
+    pub rejected: RejectedUses,
 }
 
 impl UseCounts {
@@ -224,6 +333,9 @@ impl UseCounts {
         if outcome.expired {
             self.expired += 1;
         }
+        if let Some(reason) = outcome.rejected {
+            self.rejected.add(reason);
+        }
     }
 }
 
@@ -235,6 +347,9 @@ pub struct RecentUse {
     pub classification: Classification,
     pub superseded_after_seconds: Option<f64>,
     pub expired: bool,
+    /// Why the server refused it, if it did.
+    #[serde(default)]
+    pub rejected: Option<Rejection>,
 }
 
 /// One token as one client used it: the bars of the report's timeline.
@@ -250,6 +365,9 @@ pub struct TokenSpan {
     /// How long after its replacement the client last used it (0 when it never did); none while
     /// it has not been replaced.
     pub reload_delay_seconds: Option<f64>,
+    /// The lifetime it was issued for (`warnafter - iat`), when it has a `warnafter`.
+    #[serde(default)]
+    pub lifetime_seconds: Option<i64>,
 }
 
 /// A rotation of a volume path whose token the client used.
@@ -285,7 +403,9 @@ pub struct ClientUsage {
     pub counts: UseCounts,
     pub first_use: Timestamp,
     pub last_use: Timestamp,
-    /// The longest time between a rotation and a use of the token it replaced.
+    /// The longest time between a rotation and a use of the token it replaced: 0 when the client
+    /// had tokens replaced but never used one after its replacement, none when no token of it was
+    /// replaced.
     pub worst_reload_delay_seconds: Option<f64>,
     /// The largest `seconds after warning threshold` seen.
     pub worst_stale_seconds: Option<i64>,
@@ -314,6 +434,10 @@ pub struct UsageTotals {
     pub rotations: u64,
     /// Replaced tokens currently remembered (bounded by the limits).
     pub replaced_tokens_tracked: u64,
+    /// Bearer tokens refused that the server could not attribute to a client: not signed by any
+    /// key it has (or had), so anyone's; counted, never attributed.
+    #[serde(default)]
+    pub unattributed_rejections: u64,
 }
 
 /// The usage ledger. Not synchronised: the server keeps it behind a mutex.
@@ -326,6 +450,7 @@ pub struct Ledger {
     totals: UseCounts,
     rotations: u64,
     clients_forgotten: u64,
+    unattributed_rejections: u64,
 }
 
 impl Default for Ledger {
@@ -356,6 +481,7 @@ impl Ledger {
             totals: UseCounts::default(),
             rotations: 0,
             clients_forgotten: 0,
+            unattributed_rejections: 0,
         }
     }
 
@@ -419,7 +545,8 @@ impl Ledger {
     /// Classifies one use and adds it to its client's aggregate.
     pub fn record_use(&mut self, token_use: TokenUse) -> UseOutcome {
         let classification = classify(&token_use);
-        let counted_as = upstream_count(classification, token_use.expired);
+        let (expired, rejected) = (token_use.expired(), token_use.rejected);
+        let counted_as = upstream_count(classification, rejected.is_some());
         let stale_annotation = match counted_as {
             UpstreamCount::Stale {
                 seconds_after_warning,
@@ -452,14 +579,20 @@ impl Ledger {
             recent: VecDeque::new(),
         });
 
+        let lifetime_seconds = token_use
+            .warn_after
+            .zip(token_use.issued_at)
+            .map(|(warn_after, issued_at)| warn_after.as_second() - issued_at.as_second());
         let seen = token_use.jti.as_deref().map(|jti| {
-            remember_token(
+            let seen = remember_token(
                 client,
                 jti,
                 token_use.at,
                 &self.replaced,
                 self.limits.tokens_per_client,
-            )
+            );
+            seen.lifetime_seconds = lifetime_seconds.or(seen.lifetime_seconds);
+            seen
         });
         // A use recorded before the rotation (requests race with the projector) was not late.
         let superseded_after = seen
@@ -472,7 +605,8 @@ impl Ledger {
             classification,
             counted_as,
             superseded_after,
-            expired: token_use.expired,
+            expired,
+            rejected,
             stale_annotation,
         };
 
@@ -505,11 +639,18 @@ impl Ledger {
                 jti: token_use.jti,
                 classification,
                 superseded_after_seconds: superseded_after.map(millis_as_seconds),
-                expired: token_use.expired,
+                expired: outcome.expired,
+                rejected: outcome.rejected,
             });
         }
         self.totals.add(&outcome);
         outcome
+    }
+
+    /// Counts a bearer token the server refused and could not attribute: not signed by any key it
+    /// has or had (a forgery, another issuer's token, garbage). Its claims are never believed.
+    pub fn record_unattributed_rejection(&mut self) {
+        self.unattributed_rejections += 1;
     }
 
     /// Every remembered client, and totals since start.
@@ -521,6 +662,13 @@ impl Ledger {
             .map(|(key, stats)| {
                 let tokens = self.token_spans(stats);
                 let rotations = self.rotations_replacing(&tokens);
+                // A replaced token the client left in time is a delay of 0, not "none": the
+                // worst is never below the delay of a remembered token.
+                let worst_reload_delay_seconds = tokens
+                    .iter()
+                    .filter_map(|span| span.reload_delay_seconds)
+                    .chain(stats.worst_reload_delay_ms.map(|ms| ms as f64 / 1000.0))
+                    .reduce(f64::max);
                 ClientUsage {
                     subject: key.subject.clone(),
                     namespace: stats.namespace.clone(),
@@ -531,9 +679,7 @@ impl Ledger {
                     counts: stats.counts,
                     first_use: stats.first_use,
                     last_use: stats.last_use,
-                    worst_reload_delay_seconds: stats
-                        .worst_reload_delay_ms
-                        .map(|ms| ms as f64 / 1000.0),
+                    worst_reload_delay_seconds,
                     worst_stale_seconds: stats.worst_stale_seconds,
                     distinct_tokens: stats.distinct_tokens,
                     recent_uses: stats.recent.iter().cloned().collect(),
@@ -551,6 +697,7 @@ impl Ledger {
                 counts: self.totals,
                 rotations: self.rotations,
                 replaced_tokens_tracked: self.replaced.len() as u64,
+                unattributed_rejections: self.unattributed_rejections,
             },
             clients,
         }
@@ -580,6 +727,7 @@ impl Ledger {
                             0.0
                         }
                     }),
+                    lifetime_seconds: seen.lifetime_seconds,
                 }
             })
             .collect();
@@ -676,8 +824,8 @@ fn classify(token_use: &TokenUse) -> Classification {
     }
 }
 
-fn upstream_count(classification: Classification, expired: bool) -> UpstreamCount {
-    if expired {
+fn upstream_count(classification: Classification, rejected: bool) -> UpstreamCount {
+    if rejected {
         return UpstreamCount::Uncounted;
     }
     match classification {
@@ -718,6 +866,7 @@ fn remember_token<'a>(
                 first_use: at,
                 last_use: at,
                 counts: UseCounts::default(),
+                lifetime_seconds: None,
             }
         }
     };
@@ -764,82 +913,6 @@ fn millis_as_seconds(duration: SignedDuration) -> f64 {
     duration_millis(duration) as f64 / 1000.0
 }
 
-/// Limits a client must stay within, for `check`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CheckBounds {
-    /// Stale uses allowed per client (uses after `warnafter`).
-    pub max_stale_uses: u64,
-    /// The longest a client may go on using a token after its replacement was written.
-    pub max_reload_delay: SignedDuration,
-}
-
-/// A bound one client broke.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "bound", rename_all = "snake_case")]
-pub enum BrokenBound {
-    StaleUses {
-        uses: u64,
-        allowed: u64,
-    },
-    ReloadDelay {
-        worst_seconds: f64,
-        allowed_seconds: f64,
-    },
-}
-
-/// A client that broke at least one bound.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Offender {
-    pub subject: String,
-    pub namespace: String,
-    pub pod: Option<String>,
-    pub user_agent: Option<String>,
-    pub stale_uses: u64,
-    pub superseded_uses: u64,
-    pub worst_reload_delay_seconds: Option<f64>,
-    pub worst_stale_seconds: Option<i64>,
-    pub broken: Vec<BrokenBound>,
-}
-
-/// The clients of `report` that broke a bound, in report order. A client breaks the stale bound
-/// with more than `max_stale_uses` stale uses, and the reload bound when its worst reload delay is
-/// longer than `max_reload_delay` (compared in milliseconds, the ledger's resolution).
-pub fn evaluate(report: &UsageReport, bounds: &CheckBounds) -> Vec<Offender> {
-    let allowed_delay_ms = duration_millis(bounds.max_reload_delay);
-    report
-        .clients
-        .iter()
-        .filter_map(|client| {
-            let mut broken = Vec::new();
-            if client.counts.stale > bounds.max_stale_uses {
-                broken.push(BrokenBound::StaleUses {
-                    uses: client.counts.stale,
-                    allowed: bounds.max_stale_uses,
-                });
-            }
-            if let Some(worst) = client.worst_reload_delay_seconds {
-                if (worst * 1000.0).round() as i64 > allowed_delay_ms {
-                    broken.push(BrokenBound::ReloadDelay {
-                        worst_seconds: worst,
-                        allowed_seconds: allowed_delay_ms as f64 / 1000.0,
-                    });
-                }
-            }
-            (!broken.is_empty()).then(|| Offender {
-                subject: client.subject.clone(),
-                namespace: client.namespace.clone(),
-                pod: client.pod.clone(),
-                user_agent: client.user_agent.clone(),
-                stale_uses: client.counts.stale,
-                superseded_uses: client.counts.superseded,
-                worst_reload_delay_seconds: client.worst_reload_delay_seconds,
-                worst_stale_seconds: client.worst_stale_seconds,
-                broken,
-            })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -864,8 +937,9 @@ mod tests {
             pod_uid: Some("pod-uid".to_owned()),
             jti: Some(jti.to_owned()),
             warn_after: None,
+            issued_at: None,
             legacy: false,
-            expired: false,
+            rejected: None,
             user_agent: Some("client-go/1.37".to_owned()),
         }
     }
@@ -1063,7 +1137,7 @@ mod tests {
                 name: "expired: classified and recorded, counted nowhere upstream",
                 rotations: vec![rotation(at(2900), Some("a"), "b")],
                 token_use: TokenUse {
-                    expired: true,
+                    rejected: Some(Rejection::Expired),
                     ..with_warn(at(4000), at(3607), "a")
                 },
                 classification: Classification::Stale {
@@ -1073,13 +1147,26 @@ mod tests {
                 superseded_after: Some(secs(1100)),
                 annotation: None,
             },
+            Case {
+                name: "signed by a dropped key: classified and recorded, counted nowhere upstream",
+                rotations: vec![],
+                token_use: TokenUse {
+                    rejected: Some(Rejection::UnknownKey),
+                    ..with_warn(at(100), at(3607), "a")
+                },
+                classification: Classification::Valid,
+                counted_as: UpstreamCount::Uncounted,
+                superseded_after: None,
+                annotation: None,
+            },
         ];
         for case in cases {
             let mut ledger = Ledger::new();
             for r in case.rotations {
                 ledger.record_rotation(r);
             }
-            let expired = case.token_use.expired;
+            let expired = case.token_use.expired();
+            let rejected = case.token_use.rejected;
             let outcome = ledger.record_use(case.token_use);
             assert_eq!(outcome.classification, case.classification, "{}", case.name);
             assert_eq!(outcome.counted_as, case.counted_as, "{}", case.name);
@@ -1089,6 +1176,7 @@ mod tests {
                 case.name
             );
             assert_eq!(outcome.expired, expired, "{}", case.name);
+            assert_eq!(outcome.rejected, rejected, "{}", case.name);
             assert_eq!(
                 outcome.stale_annotation.as_deref(),
                 case.annotation,
@@ -1109,7 +1197,96 @@ mod tests {
                 "{}",
                 case.name
             );
+            assert_eq!(
+                report.clients[0].counts.rejected.total(),
+                u64::from(rejected.is_some()),
+                "{}",
+                case.name
+            );
         }
+    }
+
+    #[test]
+    fn rejected_uses_are_counted_per_client_by_reason() {
+        let mut ledger = Ledger::new();
+        ledger.record_use(token_use(at(1), "a"));
+        for second in 2..82 {
+            ledger.record_use(TokenUse {
+                rejected: Some(Rejection::UnknownKey),
+                ..token_use(at(second), "a")
+            });
+        }
+        ledger.record_use(TokenUse {
+            rejected: Some(Rejection::Invalidated),
+            ..token_use(at(90), "b")
+        });
+        ledger.record_unattributed_rejection();
+        ledger.record_unattributed_rejection();
+        let report = ledger.report(at(100));
+        let client = &report.clients[0];
+        assert_eq!(client.counts.uses, 82);
+        assert_eq!(
+            client.counts.rejected,
+            RejectedUses {
+                unknown_key: 80,
+                invalidated: 1,
+                ..RejectedUses::default()
+            }
+        );
+        assert_eq!(client.counts.rejected.total(), 81);
+        assert_eq!(
+            client.counts.rejected.describe(),
+            "80 unknown key, 1 invalidated"
+        );
+        assert_eq!(client.tokens[0].counts.rejected.unknown_key, 80);
+        assert_eq!(
+            client.recent_uses.last().map(|u| u.rejected),
+            Some(Some(Rejection::Invalidated))
+        );
+        // Unattributed rejections belong to nobody: no client, only the totals.
+        assert_eq!(report.clients.len(), 1);
+        assert_eq!(report.totals.unattributed_rejections, 2);
+        assert_eq!(report.totals.counts.rejected.total(), 81);
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["clients"][0]["rejected"]["unknown_key"], 80);
+        assert_eq!(json["totals"]["unattributed_rejections"], 2);
+        assert_eq!(RejectedUses::default().describe(), "");
+    }
+
+    #[test]
+    fn a_replaced_token_left_in_time_is_a_worst_delay_of_zero_not_none() {
+        let mut ledger = Ledger::new();
+        ledger.record_use(token_use(at(1), "a"));
+        ledger.record_rotation(rotation(at(10), Some("a"), "b"));
+        ledger.record_use(token_use(at(11), "b"));
+        let report = ledger.report(at(20));
+        let client = &report.clients[0];
+        assert_eq!(client.median_reload_delay_seconds, Some(0.0));
+        assert_eq!(client.worst_reload_delay_seconds, Some(0.0));
+        // Nothing replaced: none for both.
+        let mut ledger = Ledger::new();
+        ledger.record_use(token_use(at(1), "a"));
+        let client = &ledger.report(at(20)).clients[0];
+        assert_eq!(client.median_reload_delay_seconds, None);
+        assert_eq!(client.worst_reload_delay_seconds, None);
+    }
+
+    #[test]
+    fn a_token_span_knows_the_lifetime_it_was_issued_for() {
+        let mut ledger = Ledger::new();
+        ledger.record_use(TokenUse {
+            warn_after: Some(at(60)),
+            issued_at: Some(at(0)),
+            ..token_use(at(1), "a")
+        });
+        ledger.record_use(token_use(at(2), "b"));
+        let report = ledger.report(at(20));
+        let lifetimes: Vec<_> = report.clients[0]
+            .tokens
+            .iter()
+            .map(|span| span.lifetime_seconds)
+            .collect();
+        assert_eq!(lifetimes, [Some(60), None]);
     }
 
     #[test]
@@ -1195,6 +1372,7 @@ mod tests {
             counts: UseCounts::default(),
             superseded_at: delay.map(|_| at(0)),
             reload_delay_seconds: delay,
+            lifetime_seconds: None,
         };
         assert_eq!(median_reload_delay(&[span(None)]), None);
         assert_eq!(
@@ -1385,76 +1563,5 @@ mod tests {
         let outcome = ledger.record_use(token_use(at(160), "a"));
         assert_eq!(outcome.superseded_after, Some(secs(60)));
         assert_eq!(ledger.replaced_tokens_tracked(), 1);
-    }
-
-    fn client(stale: u64, worst_delay: Option<f64>, user_agent: &str) -> ClientUsage {
-        ClientUsage {
-            subject: SUBJECT.to_owned(),
-            namespace: "default".to_owned(),
-            service_account: "app".to_owned(),
-            pod: Some("app-0".to_owned()),
-            pod_uid: None,
-            user_agent: Some(user_agent.to_owned()),
-            counts: UseCounts {
-                uses: 10,
-                stale,
-                superseded: u64::from(worst_delay.is_some()),
-                ..UseCounts::default()
-            },
-            first_use: at(0),
-            last_use: at(10),
-            worst_reload_delay_seconds: worst_delay,
-            worst_stale_seconds: (stale > 0).then_some(3),
-            distinct_tokens: 1,
-            recent_uses: vec![],
-            median_reload_delay_seconds: None,
-            tokens: vec![],
-            rotations: vec![],
-        }
-    }
-
-    #[test]
-    fn evaluate_bounds() {
-        let report = UsageReport {
-            generated_at: at(100),
-            clients: vec![
-                client(0, None, "fresh"),
-                client(0, Some(5.0), "at-the-limit"),
-                client(0, Some(5.001), "just-late"),
-                client(1, None, "one-stale"),
-                client(2, Some(90.0), "both"),
-            ],
-            totals: UsageTotals::default(),
-        };
-        let bounds = CheckBounds {
-            max_stale_uses: 0,
-            max_reload_delay: secs(5),
-        };
-        let offenders = evaluate(&report, &bounds);
-        let names: Vec<_> = offenders
-            .iter()
-            .map(|o| o.user_agent.as_deref().unwrap())
-            .collect();
-        assert_eq!(names, ["just-late", "one-stale", "both"]);
-        assert_eq!(
-            offenders[2].broken,
-            vec![
-                BrokenBound::StaleUses {
-                    uses: 2,
-                    allowed: 0
-                },
-                BrokenBound::ReloadDelay {
-                    worst_seconds: 90.0,
-                    allowed_seconds: 5.0
-                },
-            ]
-        );
-        assert_eq!(offenders[2].superseded_uses, 1);
-
-        let lenient = CheckBounds {
-            max_stale_uses: 2,
-            max_reload_delay: secs(90),
-        };
-        assert!(evaluate(&report, &lenient).is_empty());
     }
 }

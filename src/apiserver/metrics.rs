@@ -236,8 +236,9 @@ mod tests {
             pod_uid: None,
             jti: Some("jti".to_owned()),
             warn_after: None,
+            issued_at: None,
             legacy: false,
-            expired: false,
+            rejected: None,
             user_agent: None,
         }
     }
@@ -248,6 +249,7 @@ mod tests {
             counted_as,
             superseded_after,
             expired: false,
+            rejected: None,
             stale_annotation: None,
         }
     }

@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod authn;
 pub mod body;
+pub mod bounds;
 pub mod connections;
 pub mod controls;
 pub mod discovery;

@@ -24,7 +24,7 @@ use super::authn::{certificate_user, lock, Authenticator, AuthnFailure, Caller, 
 use super::body::read_body;
 use super::controls::{self, Projector};
 use super::discovery;
-use super::ledger::{Ledger, Rotation, TokenUse};
+use super::ledger::{Ledger, Rejection, Rotation, TokenUse};
 use super::metrics::{self, Metrics};
 use super::outage::{OutageMode, OutageSwitch};
 use super::protobuf::{self, BodyError};
@@ -332,7 +332,8 @@ fn bearer_token(headers: &HeaderMap) -> Bearer<'_> {
 
 impl ApiState {
     /// Authenticates a token for `audiences` and accounts for the use (ledger, metrics, audit
-    /// annotations), whether it is accepted or rejected as expired.
+    /// annotations), whether it is accepted or rejected; a rejected token that is not ours is only
+    /// counted.
     fn authenticate_and_record(
         &self,
         token: &str,
@@ -343,12 +344,18 @@ impl ApiState {
             self.authenticator
                 .authenticate(token, audiences, &self.objects, ctx.received_at);
         let facts = match &result {
-            Ok(Caller::ServiceAccount(sa)) => Some((&sa.token, false)),
+            Ok(Caller::ServiceAccount(sa)) => Some((&sa.token, None)),
             Ok(Caller::Admin | Caller::User(_)) => None,
-            Err(failure) => failure.facts.as_deref().map(|f| (f, failure.expired)),
+            Err(failure) => failure.facts.as_deref().map(|f| (f, failure.rejection)),
         };
-        if let Some((facts, expired)) = facts {
-            self.record_use(facts, expired, ctx);
+        match facts {
+            Some((facts, rejection)) => self.record_use(facts, rejection, ctx),
+            None if result.is_err() => self
+                .ledger
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .record_unattributed_rejection(),
+            None => {}
         }
         if let Err(failure) = &result {
             tracing::info!(reason = %failure.reason, user_agent = ctx.user_agent.as_deref().unwrap_or("-"), "Unable to authenticate the request");
@@ -356,7 +363,12 @@ impl ApiState {
         result
     }
 
-    fn record_use(&self, facts: &TokenFacts, expired: bool, ctx: &mut RequestContext) {
+    fn record_use(
+        &self,
+        facts: &TokenFacts,
+        rejected: Option<Rejection>,
+        ctx: &mut RequestContext,
+    ) {
         let token_use = TokenUse {
             at: ctx.received_at,
             subject: facts.subject.clone(),
@@ -369,8 +381,9 @@ impl ApiState {
                 .warn_after
                 .filter(|w| *w != 0)
                 .and_then(|w| Timestamp::from_second(w).ok()),
+            issued_at: facts.issued_at.and_then(|i| Timestamp::from_second(i).ok()),
             legacy: facts.legacy,
-            expired,
+            rejected,
             user_agent: ctx.user_agent.clone(),
         };
         let outcome = self

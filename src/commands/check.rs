@@ -1,9 +1,10 @@
 //! `check`: fetch the emulator's token usage report and judge every client against the bounds.
 //!
 //! Exit codes: 0 when every client is within the bounds; 1 when one is not (after printing the
-//! offenders), or when the report cannot be fetched or read; 2 for usage errors: an unreadable
-//! `--ca` or `--token-file`, or a token the server refuses (401/403). Bad `--server` and
-//! `--max-reload-delay` values are refused by the argument parser, also with 2.
+//! offenders), when no client used a token at all (unless `--allow-no-clients`; after printing
+//! what to check), or when the report cannot be fetched or read; 2 for usage errors: an
+//! unreadable `--ca` or `--token-file`, or a token the server refuses (401/403). Bad `--server`
+//! and `--max-reload-delay` values are refused by the argument parser, also with 2.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -12,14 +13,18 @@ use serde::Serialize;
 
 use super::api_client::ApiClient;
 use super::CommandError;
-use crate::apiserver::ledger::{evaluate, BrokenBound, CheckBounds, Offender, UsageReport};
+use crate::apiserver::bounds::{evaluate, CheckBounds, Offender};
+use crate::apiserver::controls::STATUS_PATH;
+use crate::apiserver::ledger::UsageReport;
 use crate::cli::{CheckArgs, OutputFormat};
-use crate::report::{html, Advice, ReloadReport};
+use crate::report::{html, Advice, NothingObserved, Origin, ReloadReport};
 
 /// Where the emulator serves the report, relative to the server's base URL.
 pub const USAGE_REPORT_PATH: &str = "debug/token-usage";
 /// A report of thousands of clients is a few MiB; the cap keeps a wrong server from filling memory.
 const MAX_REPORT_BYTES: usize = 64 * 1024 * 1024;
+/// The controls' status lists every projected pod: ample for 10,000 pods.
+const MAX_STATUS_BYTES: usize = 16 * 1024 * 1024;
 
 pub async fn run(args: &CheckArgs) -> Result<(), CommandError> {
     // Where the report goes is checked before anything is fetched.
@@ -32,9 +37,23 @@ pub async fn run(args: &CheckArgs) -> Result<(), CommandError> {
     let bounds = CheckBounds {
         max_stale_uses: args.max_stale,
         max_reload_delay: args.max_reload_delay,
+        max_rejected_uses: args.max_rejected,
+        allow_no_clients: args.allow_no_clients,
+    };
+    // Only when nothing was observed: the projected directories, to name them in the message.
+    let token_dirs = if usage.clients.is_empty() {
+        projected_dirs(&api).await
+    } else {
+        Vec::new()
+    };
+    let ca = args.api.ca.display().to_string();
+    let origin = Origin {
+        server: args.api.server.as_str().trim_end_matches('/'),
+        ca: Some(&ca),
+        token_dirs: &token_dirs,
     };
     let offenders = evaluate(&usage, &bounds);
-    let report = ReloadReport::new(&usage, &bounds, args.api.server.as_str());
+    let report = ReloadReport::new(&usage, &bounds, &origin);
     if let Some(paths) = &report_paths {
         write_report(&report, paths)?;
     }
@@ -47,6 +66,12 @@ pub async fn run(args: &CheckArgs) -> Result<(), CommandError> {
         .write_all(output.as_bytes())
         .map_err(|e| CommandError::failure(format!("cannot write to standard output: {e}")))?;
 
+    if report.nothing_observed.as_ref().is_some_and(|n| !n.allowed) {
+        return Err(CommandError::failure(format!(
+            "no client used a service account token of {}: nothing observed is not a pass",
+            origin.server
+        )));
+    }
     if offenders.is_empty() {
         Ok(())
     } else {
@@ -56,6 +81,24 @@ pub async fn run(args: &CheckArgs) -> Result<(), CommandError> {
             usage.clients.len()
         )))
     }
+}
+
+/// The directories the emulator projects into, from its controls' status; none when it has no
+/// projector (`serve`) or the status cannot be had: the message then names `--dir` instead.
+async fn projected_dirs(api: &ApiClient) -> Vec<String> {
+    let Ok(status) = api
+        .get::<serde_json::Value>(STATUS_PATH, "the emulator's status", MAX_STATUS_BYTES)
+        .await
+    else {
+        return Vec::new();
+    };
+    let pods = status["projector"]["pods"].as_array().cloned();
+    pods.unwrap_or_default()
+        .iter()
+        .filter_map(|pod| pod["volumes"].as_array())
+        .flatten()
+        .filter_map(|volume| volume["dir"].as_str().map(str::to_owned))
+        .collect()
 }
 
 /// Where `--report FILE` writes: `FILE.json` and `FILE.html`, an extension `.json` or `.html`
@@ -129,7 +172,8 @@ fn write_whole(path: &Path, bytes: &[u8]) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// The offenders as a table, or one line saying all clients are within the bounds.
+/// The offenders as a table with advice, one line saying all clients are within the bounds, or,
+/// when no client used a token, why that fails and what to check.
 pub fn render_text(
     report: &UsageReport,
     bounds: &CheckBounds,
@@ -137,13 +181,24 @@ pub fn render_text(
     reload_report: &ReloadReport,
 ) -> String {
     let bounds_text = format!(
-        "max stale uses {}, max reload delay {}",
+        "max stale uses {}, max rejected uses {}, max reload delay {}",
         bounds.max_stale_uses,
+        bounds.max_rejected_uses,
         format_seconds(bounds.max_reload_delay.as_secs_f64())
     );
+    if let Some(nothing) = &reload_report.nothing_observed {
+        return nothing_observed_text(nothing);
+    }
+    let unattributed = match report.totals.unattributed_rejections {
+        0 => String::new(),
+        n => format!(
+            "note: {n} requests presented bearer tokens the emulator did not sign; they count \
+             for no client\n"
+        ),
+    };
     if offenders.is_empty() {
         return format!(
-            "all {} clients within bounds ({bounds_text})\n",
+            "all {} clients within bounds ({bounds_text})\n{unattributed}",
             report.clients.len()
         );
     }
@@ -153,11 +208,12 @@ pub fn render_text(
         "USER AGENT",
         "STALE",
         "SUPERSEDED",
+        "REJECTED",
         "WORST DELAY",
         "BROKEN",
     ]
     .map(str::to_owned);
-    let rows: Vec<[String; 7]> = offenders
+    let rows: Vec<[String; 8]> = offenders
         .iter()
         .map(|offender| {
             [
@@ -169,16 +225,17 @@ pub fn render_text(
                     .unwrap_or_else(|| "-".to_owned()),
                 offender.stale_uses.to_string(),
                 offender.superseded_uses.to_string(),
+                match offender.rejected_uses {
+                    0 => "0".to_owned(),
+                    _ => offender.rejected.describe(),
+                },
                 offender
                     .worst_reload_delay_seconds
                     .map_or_else(|| "-".to_owned(), format_seconds),
                 offender
                     .broken
                     .iter()
-                    .map(|bound| match bound {
-                        BrokenBound::StaleUses { .. } => "stale uses",
-                        BrokenBound::ReloadDelay { .. } => "reload delay",
-                    })
+                    .map(|bound| bound.name())
                     .collect::<Vec<_>>()
                     .join(", "),
             ]
@@ -216,6 +273,20 @@ pub fn render_text(
             ));
         }
     }
+    text.push_str(&unattributed);
+    text
+}
+
+fn nothing_observed_text(nothing: &NothingObserved) -> String {
+    let mut text = format!("{}\n", nothing.message);
+    text.push_str(if nothing.allowed {
+        "if a client was expected, check:\n"
+    } else {
+        "check:\n"
+    });
+    for check in &nothing.checks {
+        text.push_str(&format!("  - {check}\n"));
+    }
     text
 }
 
@@ -224,7 +295,12 @@ struct JsonVerdict<'a> {
     within_bounds: bool,
     clients: usize,
     max_stale_uses: u64,
+    max_rejected_uses: u64,
     max_reload_delay_seconds: f64,
+    allow_no_clients: bool,
+    /// Set when no client used a token: the message and what to check.
+    nothing_observed: Option<&'a NothingObserved>,
+    unattributed_rejections: u64,
     offenders: Vec<JsonOffender<'a>>,
 }
 
@@ -242,10 +318,14 @@ fn render_json(
     reload_report: &ReloadReport,
 ) -> Result<String, CommandError> {
     let verdict = JsonVerdict {
-        within_bounds: offenders.is_empty(),
+        within_bounds: reload_report.within_bounds,
         clients: report.clients.len(),
         max_stale_uses: bounds.max_stale_uses,
+        max_rejected_uses: bounds.max_rejected_uses,
         max_reload_delay_seconds: bounds.max_reload_delay.as_secs_f64(),
+        allow_no_clients: bounds.allow_no_clients,
+        nothing_observed: reload_report.nothing_observed.as_ref(),
+        unattributed_rejections: report.totals.unattributed_rejections,
         offenders: offenders
             .iter()
             .map(|offender| JsonOffender {
@@ -270,7 +350,7 @@ fn format_seconds(seconds: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::ledger::{ClientUsage, UsageTotals, UseCounts};
+    use crate::apiserver::ledger::{ClientUsage, RejectedUses, UsageTotals, UseCounts};
     use jiff::{SignedDuration, Timestamp};
 
     fn client(user_agent: Option<&str>, stale: u64, worst_delay: Option<f64>) -> ClientUsage {
@@ -307,13 +387,11 @@ mod tests {
         }
     }
 
-    const BOUNDS: CheckBounds = CheckBounds {
-        max_stale_uses: 0,
-        max_reload_delay: SignedDuration::from_secs(5),
-    };
+    const BOUNDS: CheckBounds = CheckBounds::strict(SignedDuration::from_secs(5));
 
     fn text_of(report: &UsageReport) -> String {
-        let reload_report = ReloadReport::new(report, &BOUNDS, "https://127.0.0.1:6443");
+        let reload_report =
+            ReloadReport::new(report, &BOUNDS, &Origin::server("https://127.0.0.1:6443"));
         render_text(report, &BOUNDS, &evaluate(report, &BOUNDS), &reload_report)
     }
 
@@ -322,8 +400,55 @@ mod tests {
         let report = report(vec![client(Some("a"), 0, Some(1.0)), client(None, 0, None)]);
         assert_eq!(
             text_of(&report),
-            "all 2 clients within bounds (max stale uses 0, max reload delay 5s)\n"
+            "all 2 clients within bounds (max stale uses 0, max rejected uses 0, max reload \
+             delay 5s)\n"
         );
+    }
+
+    #[test]
+    fn text_when_nothing_was_observed() {
+        let text = text_of(&report(vec![]));
+        assert!(
+            text.starts_with("no client used a service account token of https://127.0.0.1:6443"),
+            "{text}"
+        );
+        assert!(text.contains("\ncheck:\n  - the URL:"), "{text}");
+        assert!(text.contains("--allow-no-clients"), "{text}");
+    }
+
+    #[test]
+    fn rejected_uses_in_the_table_and_the_json() {
+        let mut dropped = client(Some("dropped/1.0"), 0, None);
+        dropped.counts.rejected = RejectedUses {
+            unknown_key: 80,
+            ..RejectedUses::default()
+        };
+        let report = report(vec![dropped]);
+        let text = text_of(&report);
+        assert!(text.contains("REJECTED"), "{text}");
+        assert!(text.contains("80 unknown key"), "{text}");
+        assert!(text.contains("rejected uses\n"), "{text}");
+        assert!(
+            text.contains("advice for system:serviceaccount:default:app (app-0, dropped/1.0): the emulator refused 80"),
+            "{text}"
+        );
+        let reload_report = ReloadReport::new(&report, &BOUNDS, &Origin::server("s"));
+        let json = render_json(
+            &report,
+            &BOUNDS,
+            &evaluate(&report, &BOUNDS),
+            &reload_report,
+        )
+        .expect("json");
+        let json: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+        assert_eq!(json["within_bounds"], false);
+        assert_eq!(json["max_rejected_uses"], 0);
+        let offender = &json["offenders"][0];
+        assert_eq!(offender["rejected_uses"], 80);
+        assert_eq!(offender["rejected"]["unknown_key"], 80);
+        assert_eq!(offender["broken"][0]["bound"], "rejected_uses");
+        assert_eq!(offender["advice"]["kind"], "rejected_tokens");
+        assert_eq!(offender["advice"]["reason"], "unknown_key");
     }
 
     #[test]
@@ -334,13 +459,16 @@ mod tests {
             client(None, 0, Some(6.0)),
         ]);
         let text = text_of(&report);
+        let (table, advice) = text.split_at(text.find("advice for").expect("advice"));
         assert_eq!(
-            text,
-            "2 of 3 clients broke the bounds (max stale uses 0, max reload delay 5s):\n\
-             SUBJECT                            POD    USER AGENT                     STALE  SUPERSEDED  WORST DELAY  BROKEN\n\
-             system:serviceaccount:default:app  app-0  kubectl/v1.37.0 (linux/amd64)  3      1           90.5s        stale uses, reload delay\n\
-             system:serviceaccount:default:app  app-0  -                              0      1           6s           reload delay\n"
+            table,
+            "2 of 3 clients broke the bounds (max stale uses 0, max rejected uses 0, max reload delay 5s):\n\
+             SUBJECT                            POD    USER AGENT                     STALE  SUPERSEDED  REJECTED  WORST DELAY  BROKEN\n\
+             system:serviceaccount:default:app  app-0  kubectl/v1.37.0 (linux/amd64)  3      1           0         90.5s        stale uses, reload delay\n\
+             system:serviceaccount:default:app  app-0  -                              0      1           0         6s           reload delay\n"
         );
+        // Every offender gets advice, also without the tokens to tell its kind.
+        assert_eq!(advice.lines().count(), 2, "{advice}");
     }
 
     #[test]

@@ -128,6 +128,8 @@ struct Ring {
     extra: Vec<Jwk>,
     /// The prepared keys of the last published set; rebuilt when the set of kids changes.
     cache: Arc<Published>,
+    /// The same for the remembered former keys no longer published.
+    dropped_cache: Arc<Published>,
 }
 
 /// The issuer (with its current signing key) and the published keys, shared by the token
@@ -157,12 +159,14 @@ impl KeyRing {
             Timestamp::UNIX_EPOCH,
         );
         let cache = Arc::new(Published::build(&jwks)?);
+        let dropped_cache = Arc::new(Published::build(&[])?);
         Ok(Self {
             ring: RwLock::new(Ring {
                 issuer: Arc::new(issuer),
                 retired: Vec::new(),
                 extra,
                 cache,
+                dropped_cache,
             }),
         })
     }
@@ -206,6 +210,37 @@ impl KeyRing {
         // Another request may have rebuilt it meanwhile; either result is the same set.
         self.write().cache = fresh.clone();
         fresh
+    }
+
+    /// Whether `token`'s signature verifies with a former signing key the ring still remembers
+    /// (the last 16) but no longer publishes at `now`: dropped at once (`--grace 0`) or past its
+    /// grace period. Such a token is ours, though rejected, so its use can be accounted to its
+    /// client. Only the signature is checked: the caller decides what else to believe.
+    pub fn signed_by_dropped_key(&self, token: &str, now: Timestamp) -> bool {
+        let dropped = {
+            let ring = self.read();
+            let current = ring.issuer.key.public_jwk_ref();
+            let published = published_jwks(current, &ring.retired, &ring.extra, now);
+            let dropped: Vec<&Jwk> = ring
+                .retired
+                .iter()
+                .map(|r| &r.jwk)
+                .filter(|jwk| !published.iter().any(|p| p.kid == jwk.kid))
+                .collect();
+            if dropped.is_empty() {
+                return false;
+            }
+            if same_kids(&dropped, &ring.dropped_cache.kids) {
+                return ring.dropped_cache.keys.verify_signature(token).is_ok();
+            }
+            match Published::build(&dropped) {
+                Ok(fresh) => Arc::new(fresh),
+                Err(_) => return false,
+            }
+        };
+        let verified = dropped.keys.verify_signature(token).is_ok();
+        self.write().dropped_cache = dropped;
+        verified
     }
 
     /// Makes `key` the signing key at `now`; the old key stays published for `grace` (zero or
@@ -412,6 +447,39 @@ mod tests {
             .verify_bound(&new_token, &issuers, &audiences, at(1))
             .is_ok());
         assert!(!published.jwks_json.contains(&first_kid));
+        // Rejected, but recognisably ours: signed by the key just dropped.
+        assert!(ring.signed_by_dropped_key(&old_token, at(1)));
+        assert!(!ring.signed_by_dropped_key(&new_token, at(1)));
+    }
+
+    #[test]
+    fn only_a_signature_of_a_dropped_key_is_recognised() {
+        let (ring, _) = ring(Vec::new());
+        let config = IssuerConfig::new(DEFAULT_ISSUER);
+        let sa = crate::issuer::ServiceAccountRef {
+            namespace: "ns".into(),
+            name: "app".into(),
+            uid: "uid".into(),
+        };
+        let request = config
+            .validate(&crate::issuer::TokenRequestSpec::default())
+            .unwrap();
+        let first = ring.issuer().mint(&sa, &request, at(0)).unwrap().token;
+        // Nothing dropped yet; then a key in its grace period is published, not dropped.
+        assert!(!ring.signed_by_dropped_key(&first, at(0)));
+        ring.rotate(key(), SignedDuration::from_secs(10), at(0));
+        assert!(!ring.signed_by_dropped_key(&first, at(5)));
+        assert!(ring.signed_by_dropped_key(&first, at(10)));
+        // The same claims and kid under another key's signature: a forgery, not ours.
+        let stranger = Issuer::new(config.clone(), Arc::new(key()));
+        let forged = stranger.mint(&sa, &request, at(0)).unwrap().token;
+        let header = first.split('.').next().unwrap();
+        let mut parts = forged.splitn(2, '.');
+        parts.next();
+        let forged_with_our_kid = format!("{header}.{}", parts.next().unwrap());
+        assert!(!ring.signed_by_dropped_key(&forged_with_our_kid, at(10)));
+        assert!(!ring.signed_by_dropped_key(&forged, at(10)));
+        assert!(!ring.signed_by_dropped_key("not.a.token", at(10)));
     }
 
     #[test]

@@ -12,7 +12,8 @@ use std::fmt::Write as _;
 use jiff::{SignedDuration, Timestamp};
 
 use super::{ClientReport, ReloadReport, Timeline};
-use crate::apiserver::ledger::{BrokenBound, Classification, RecentUse, TokenSpan};
+use crate::apiserver::bounds::BrokenBound;
+use crate::apiserver::ledger::{Classification, RecentUse, TokenSpan};
 
 /// SVG geometry, in user units (the SVG scales to the page width).
 const WIDTH: f64 = 1000.0;
@@ -48,7 +49,7 @@ header, section { max-width: 1180px; margin: 0 auto 16px; }
 .meta { color: var(--muted); margin: 4px 0 0; }
 .meta code, td code { font-size: 12px; }
 table { border-collapse: collapse; width: 100%; }
-th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
+th, td { text-align: left; padding: 6px 6px; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { font-size: 12px; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); font-weight: 600; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 a { color: var(--rotation); text-decoration: none; }
@@ -74,12 +75,15 @@ svg .use { stroke: #fff; stroke-width: 1; }
 svg .use.valid, svg .use.no_warn_after, svg .use.legacy { fill: #1b5e20; }
 svg .use.superseded { fill: #bf360c; }
 svg .use.stale { fill: var(--stale); }
-svg .use.expired { fill: var(--expired); }
+svg .use.expired, svg .use.rejected { fill: var(--expired); }
 .legend { display: flex; flex-wrap: wrap; gap: 8px 20px; color: var(--muted); font-size: 12px; margin-top: 6px; }
 .legend span::before { content: ""; display: inline-block; width: 14px; height: 10px; margin-right: 6px; vertical-align: -1px; border-radius: 2px; background: var(--c); }
 .legend .dashed::before { height: 0; border-top: 2px dashed var(--c); background: none; }
 .legend .dot::before { width: 9px; height: 9px; border-radius: 50%; }
 .empty { color: var(--muted); font-style: italic; }
+.nothing { color: #c62828; font-weight: 600; margin: 0 0 8px; }
+.nothing.allowed { color: var(--muted); }
+.checks { margin: 0; padding-left: 20px; }
 "#;
 
 /// Counts the timelines a browser actually laid out (non-zero size, with bars) and writes the
@@ -124,13 +128,14 @@ pub fn render(report: &ReloadReport) -> String {
     let _ = write!(
         page,
         "<header class=\"card\">\n<h1>Token reload report {verdict}</h1>\n\
-         <p class=\"meta\">{} of {} clients within bounds: at most {} stale uses and a reload \
-         delay of at most {} each.</p>\n\
+         <p class=\"meta\">{} of {} clients within bounds: at most {} stale uses, {} rejected \
+         uses and a reload delay of at most {} each.</p>\n\
          <p class=\"meta\">Generated {} from <code>{}</code>: {} rotations, {} token uses \
-         ({} stale, {} of replaced tokens, {} expired).</p>\n</header>\n",
+         ({} stale, {} of replaced tokens, {} rejected{}).</p>\n</header>\n",
         report.clients.len() - offenders,
         report.clients.len(),
         report.max_stale_uses,
+        report.max_rejected_uses,
         seconds(report.max_reload_delay_seconds),
         escape(&clock_time(report.generated_at, true)),
         escape(&report.server),
@@ -138,7 +143,11 @@ pub fn render(report: &ReloadReport) -> String {
         report.totals.counts.uses,
         report.totals.counts.stale,
         report.totals.counts.superseded,
-        report.totals.counts.expired,
+        report.totals.counts.rejected.total(),
+        match report.totals.unattributed_rejections {
+            0 => String::new(),
+            n => format!("; {n} refused tokens the emulator did not sign"),
+        },
     );
     summary_table(&mut page, report);
     for (index, client) in report.clients.iter().enumerate() {
@@ -151,7 +160,7 @@ pub fn render(report: &ReloadReport) -> String {
          <span class=\"dashed\" style=\"--c: var(--rotation)\">rotation (new token written)</span>\
          <span class=\"dot\" style=\"--c: #1b5e20\">recent use</span>\
          <span class=\"dot\" style=\"--c: var(--stale)\">stale use (after warnafter)</span>\
-         <span class=\"dot\" style=\"--c: var(--expired)\">expired token (rejected)</span>\
+         <span class=\"dot\" style=\"--c: var(--expired)\">rejected token (expired, unknown key, invalidated)</span>\
          </section>\n",
     );
     let _ = write!(page, "<script>{SELF_CHECK}</script>\n</body>\n</html>\n");
@@ -169,17 +178,32 @@ fn verdict_badge(within_bounds: bool) -> &'static str {
 fn summary_table(page: &mut String, report: &ReloadReport) {
     page.push_str("<section class=\"card\">\n");
     if report.clients.is_empty() {
-        page.push_str(
-            "<p class=\"empty\">No client used a service account token of this emulator.</p>\n\
-             </section>\n",
-        );
+        match &report.nothing_observed {
+            Some(nothing) => {
+                let _ = writeln!(
+                    page,
+                    "<p class=\"nothing{}\">{}.</p>\n<p>Check:</p>\n<ul class=\"checks\">",
+                    if nothing.allowed { " allowed" } else { "" },
+                    escape(&nothing.message)
+                );
+                for check in &nothing.checks {
+                    let _ = writeln!(page, "<li>{}</li>", escape(check));
+                }
+                page.push_str("</ul>\n");
+            }
+            None => page.push_str(
+                "<p class=\"empty\">No client used a service account token of this emulator.</p>\n",
+            ),
+        }
+        page.push_str("</section>\n");
         return;
     }
     page.push_str(
         "<table>\n<thead><tr><th>client</th><th>pod</th><th>user agent</th>\
          <th class=\"num\">uses</th><th class=\"num\">tokens</th><th class=\"num\">reloads</th>\
          <th class=\"num\">median delay</th><th class=\"num\">worst delay</th>\
-         <th class=\"num\">stale</th><th class=\"num\">after replacement</th><th>verdict</th>\
+         <th class=\"num\">stale</th><th class=\"num\">after replacement</th>\
+         <th class=\"num\">rejected</th><th>verdict</th>\
          </tr></thead>\n<tbody>\n",
     );
     for (index, client) in report.clients.iter().enumerate() {
@@ -188,7 +212,7 @@ fn summary_table(page: &mut String, report: &ReloadReport) {
             "<tr><td><a href=\"#client-{index}\"><code>{}</code></a></td><td>{}</td><td>{}</td>\
              <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
              <td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>\
-             <td class=\"num\">{}</td><td>{}</td></tr>",
+             <td class=\"num\">{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
             escape(&client.subject),
             escape(client.pod.as_deref().unwrap_or("-")),
             escape(client.user_agent.as_deref().unwrap_or("-")),
@@ -199,6 +223,7 @@ fn summary_table(page: &mut String, report: &ReloadReport) {
             worst_delay(client),
             client.uses.stale,
             client.uses.superseded,
+            client.rejected_uses,
             verdict_badge(client.within_bounds),
         );
     }
@@ -225,8 +250,16 @@ fn client_section(page: &mut String, index: usize, client: &ClientReport) {
         .broken
         .iter()
         .any(|b| matches!(b, BrokenBound::StaleUses { .. }));
+    let broke_rejected = client
+        .broken
+        .iter()
+        .any(|b| matches!(b, BrokenBound::RejectedUses { .. }));
     page.push_str("<dl class=\"stats\">");
-    let stats: [(&str, String, bool); 8] = [
+    let rejected = match client.rejected_uses {
+        0 => "0".to_owned(),
+        _ => escape(&client.uses.rejected.describe()),
+    };
+    let stats: [(&str, String, bool); 9] = [
         ("uses", client.uses.uses.to_string(), false),
         ("tokens", client.distinct_tokens.to_string(), false),
         ("reloads", client.reloads.to_string(), false),
@@ -247,6 +280,11 @@ fn client_section(page: &mut String, index: usize, client: &ClientReport) {
             client.uses.expired.to_string(),
             client.uses.expired > 0,
         ),
+        (
+            "rejected uses",
+            rejected,
+            broke_rejected || client.rejected_uses > 0,
+        ),
     ];
     for (label, value, bad) in stats {
         let class = if bad { " class=\"bad\"" } else { "" };
@@ -266,8 +304,20 @@ fn client_section(page: &mut String, index: usize, client: &ClientReport) {
                 seconds(*worst_seconds),
                 seconds(*allowed_seconds)
             ),
+            BrokenBound::RejectedUses {
+                uses,
+                allowed,
+                reasons,
+            } => format!(
+                "{uses} rejected uses ({}), {allowed} allowed",
+                reasons.describe()
+            ),
         };
-        let _ = writeln!(page, "<p class=\"broken\">Broke the bound: {text}.</p>");
+        let _ = writeln!(
+            page,
+            "<p class=\"broken\">Broke the bound: {}.</p>",
+            escape(&text)
+        );
     }
     if let Some(advice) = &client.advice {
         let _ = writeln!(
@@ -478,6 +528,8 @@ fn token_bar(page: &mut String, scale: &Scale, span: &TokenSpan, y: f64) {
 fn use_dot(page: &mut String, scale: &Scale, token_use: &RecentUse, y: f64) {
     let class = if token_use.expired {
         "expired"
+    } else if token_use.rejected.is_some() {
+        "rejected"
     } else {
         match token_use.classification {
             Classification::Stale { .. } => "stale",
@@ -501,8 +553,12 @@ fn use_dot(page: &mut String, scale: &Scale, token_use: &RecentUse, y: f64) {
     {
         let _ = write!(title, ", stale ({seconds_after_warning}s after warnafter)");
     }
-    if token_use.expired {
-        title.push_str(", expired: rejected");
+    match token_use.rejected {
+        Some(reason) => {
+            let _ = write!(title, ", rejected: {}", reason.describe());
+        }
+        None if token_use.expired => title.push_str(", expired: rejected"),
+        None => {}
     }
     let _ = writeln!(
         page,
@@ -585,7 +641,9 @@ fn escape(text: &str) -> String {
 mod tests {
     use super::super::tests::{at, client, mark, span};
     use super::*;
-    use crate::apiserver::ledger::{CheckBounds, UsageReport, UsageTotals};
+    use crate::apiserver::bounds::CheckBounds;
+    use crate::apiserver::ledger::{UsageReport, UsageTotals};
+    use crate::report::Origin;
 
     fn report_of(clients: Vec<crate::apiserver::ledger::ClientUsage>) -> ReloadReport {
         let usage = UsageReport {
@@ -593,11 +651,8 @@ mod tests {
             clients,
             totals: UsageTotals::default(),
         };
-        let bounds = CheckBounds {
-            max_stale_uses: 0,
-            max_reload_delay: SignedDuration::from_secs(1),
-        };
-        ReloadReport::new(&usage, &bounds, "https://127.0.0.1:6443")
+        let bounds = CheckBounds::strict(SignedDuration::from_secs(1));
+        ReloadReport::new(&usage, &bounds, &Origin::server("https://127.0.0.1:6443"))
     }
 
     #[test]
@@ -646,11 +701,34 @@ mod tests {
     }
 
     #[test]
-    fn no_clients() {
+    fn no_clients_is_a_fail_that_says_what_to_check() {
         let page = render(&report_of(vec![]));
-        assert!(page.contains("No client used a service account token"));
+        assert!(page.contains("no client used a service account token"));
         assert!(page.contains("data-clients=\"0\""));
-        assert!(page.contains("verdict pass"));
+        assert!(page.contains("Token reload report <span class=\"verdict fail\">FAIL</span>"));
+        assert!(!page.contains("verdict pass"));
+        assert!(page.contains("KUBERNETES_SERVICE_HOST=127.0.0.1"), "{page}");
+        assert!(page.contains("--allow-no-clients"));
+    }
+
+    #[test]
+    fn rejected_uses_are_shown_with_their_reasons() {
+        let mut dropped = client(vec![span("j", 0, 1, None)], vec![]);
+        dropped.counts.rejected.unknown_key = 80;
+        dropped.recent_uses = vec![RecentUse {
+            at: at(1),
+            jti: Some("j".to_owned()),
+            classification: Classification::Valid,
+            superseded_after_seconds: None,
+            expired: false,
+            rejected: Some(crate::apiserver::ledger::Rejection::UnknownKey),
+        }];
+        let page = render(&report_of(vec![dropped]));
+        assert!(page.contains("<dt>rejected uses</dt><dd class=\"bad\">80 unknown key</dd>"));
+        assert!(page.contains("Broke the bound: 80 rejected uses (80 unknown key), 0 allowed."));
+        assert!(page.contains("<circle class=\"use rejected\""));
+        assert!(page.contains("rejected: unknown key"));
+        assert!(page.contains("<td class=\"num\">80</td>"));
     }
 
     #[test]

@@ -1,20 +1,25 @@
 //! `check`'s reload report: per client, a timeline of the rotations of its volume and of the
-//! tokens it presented, its worst and median reload delay, and advice when it failed.
+//! tokens it presented, its worst and median reload delay, its rejected uses, and advice when it
+//! failed; when no client used a token, what to check.
 //!
 //! Pure: built from the emulator's usage report and the bounds; [`html`] renders it. The JSON
 //! form is the [`ReloadReport`] itself.
 
 pub mod advice;
 pub mod html;
+pub mod nothing_observed;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::apiserver::bounds::{
+    evaluate, nothing_observed_fails, BrokenBound, CheckBounds, Offender,
+};
 use crate::apiserver::ledger::{
-    evaluate, BrokenBound, CheckBounds, ClientUsage, Offender, RecentUse, RotationMark, TokenSpan,
-    UsageReport, UsageTotals, UseCounts,
+    ClientUsage, RecentUse, RotationMark, TokenSpan, UsageReport, UsageTotals, UseCounts,
 };
 pub use advice::Advice;
+pub use nothing_observed::{NothingObserved, Origin};
 
 /// Everything `check --report` writes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,8 +28,15 @@ pub struct ReloadReport {
     /// The emulator the usage came from.
     pub server: String,
     pub max_stale_uses: u64,
+    #[serde(default)]
+    pub max_rejected_uses: u64,
     pub max_reload_delay_seconds: f64,
+    /// Every client within the bounds, and at least one client (or `--allow-no-clients`).
     pub within_bounds: bool,
+    /// Set when no client used a token: why that fails (or passes with `--allow-no-clients`) and
+    /// what to check.
+    #[serde(default)]
+    pub nothing_observed: Option<NothingObserved>,
     pub totals: UsageTotals,
     pub clients: Vec<ClientReport>,
 }
@@ -41,6 +53,9 @@ pub struct ClientReport {
     pub within_bounds: bool,
     pub broken: Vec<BrokenBound>,
     pub uses: UseCounts,
+    /// All rejected uses (`uses.rejected` has them by reason).
+    #[serde(default)]
+    pub rejected_uses: u64,
     pub distinct_tokens: u64,
     /// Replaced tokens the client moved on from (it presented a newer token afterwards).
     pub reloads: u64,
@@ -62,8 +77,9 @@ pub struct Timeline {
 }
 
 impl ReloadReport {
-    /// Judges every client of `usage` against `bounds`.
-    pub fn new(usage: &UsageReport, bounds: &CheckBounds, server: &str) -> Self {
+    /// Judges every client of `usage` against `bounds`, and the run as a whole: no client at all
+    /// fails unless `bounds.allow_no_clients`.
+    pub fn new(usage: &UsageReport, bounds: &CheckBounds, origin: &Origin) -> Self {
         let offenders = evaluate(usage, bounds);
         let clients: Vec<ClientReport> = usage
             .clients
@@ -77,12 +93,21 @@ impl ReloadReport {
                 ClientReport::new(client, broken)
             })
             .collect();
+        let nothing_observed = usage.clients.is_empty().then(|| {
+            NothingObserved::new(
+                origin,
+                usage.totals.unattributed_rejections,
+                bounds.allow_no_clients,
+            )
+        });
         Self {
             generated_at: usage.generated_at,
-            server: server.to_owned(),
+            server: origin.server.to_owned(),
             max_stale_uses: bounds.max_stale_uses,
+            max_rejected_uses: bounds.max_rejected_uses,
             max_reload_delay_seconds: bounds.max_reload_delay.as_secs_f64(),
-            within_bounds: offenders.is_empty(),
+            within_bounds: offenders.is_empty() && !nothing_observed_fails(usage, bounds),
+            nothing_observed,
             totals: usage.totals,
             clients,
         }
@@ -123,6 +148,7 @@ impl ClientReport {
             within_bounds: broken.is_empty(),
             broken,
             uses: client.counts,
+            rejected_uses: client.counts.rejected.total(),
             distinct_tokens: client.distinct_tokens,
             reloads,
             worst_reload_delay_seconds: client.worst_reload_delay_seconds,
@@ -195,6 +221,7 @@ mod tests {
             },
             superseded_at: superseded.map(at),
             reload_delay_seconds: superseded.map(|s| (last - s).max(0) as f64),
+            lifetime_seconds: None,
         }
     }
 
@@ -246,10 +273,7 @@ mod tests {
         }
     }
 
-    const BOUNDS: CheckBounds = CheckBounds {
-        max_stale_uses: 0,
-        max_reload_delay: SignedDuration::from_secs(5),
-    };
+    const BOUNDS: CheckBounds = CheckBounds::strict(SignedDuration::from_secs(5));
 
     #[test]
     fn verdicts_reloads_and_window() {
@@ -269,7 +293,7 @@ mod tests {
         let report = ReloadReport::new(
             &usage(vec![good, read_once]),
             &BOUNDS,
-            "https://127.0.0.1:6443",
+            &Origin::server("https://127.0.0.1:6443"),
         );
         assert!(!report.within_bounds);
         let [good, read_once] = &report.clients[..] else {
@@ -295,7 +319,7 @@ mod tests {
     #[test]
     fn a_token_first_used_after_its_replacement_starts_the_window_at_the_replacement() {
         let late = client(vec![span("a", 30, 40, Some(10))], vec![mark(10, "a", "b")]);
-        let report = ReloadReport::new(&usage(vec![late]), &BOUNDS, "s");
+        let report = ReloadReport::new(&usage(vec![late]), &BOUNDS, &Origin::server("s"));
         assert_eq!(report.clients[0].timeline.start, at(10));
         assert_eq!(report.clients[0].timeline.rotations.len(), 1);
     }
@@ -308,10 +332,53 @@ mod tests {
                 vec![mark(10, "a", "b")],
             )]),
             &BOUNDS,
-            "s",
+            &Origin::server("s"),
         );
         let json = serde_json::to_string(&report).unwrap();
         let back: ReloadReport = serde_json::from_str(&json).unwrap();
         assert_eq!(back, report);
+    }
+
+    #[test]
+    fn nothing_observed_fails_unless_allowed() {
+        let origin = Origin::server("https://127.0.0.1:6443");
+        let report = ReloadReport::new(&usage(vec![]), &BOUNDS, &origin);
+        assert!(!report.within_bounds);
+        let nothing = report.nothing_observed.expect("nothing observed");
+        assert!(!nothing.allowed);
+        assert!(nothing.message.contains("never reached the emulator"));
+
+        let allowed = CheckBounds {
+            allow_no_clients: true,
+            ..BOUNDS
+        };
+        let report = ReloadReport::new(&usage(vec![]), &allowed, &origin);
+        assert!(report.within_bounds);
+        assert!(report.nothing_observed.expect("nothing observed").allowed);
+
+        let one = client(vec![span("a", 0, 1, None)], vec![]);
+        let report = ReloadReport::new(&usage(vec![one]), &BOUNDS, &origin);
+        assert!(report.within_bounds);
+        assert_eq!(report.nothing_observed, None);
+    }
+
+    #[test]
+    fn rejected_uses_fail_the_client_with_advice() {
+        let mut dropped = client(vec![span("a", 0, 80, None)], vec![]);
+        dropped.counts.rejected.unknown_key = 80;
+        let report = ReloadReport::new(&usage(vec![dropped]), &BOUNDS, &Origin::server("s"));
+        assert!(!report.within_bounds);
+        let client = &report.clients[0];
+        assert_eq!(client.rejected_uses, 80);
+        assert!(matches!(
+            client.broken[..],
+            [BrokenBound::RejectedUses { uses: 80, .. }]
+        ));
+        let advice = client.advice.as_ref().expect("advice");
+        assert!(
+            advice.message().contains("80 unknown key"),
+            "{}",
+            advice.message()
+        );
     }
 }
