@@ -286,6 +286,22 @@ fn pod_manifests_are_checked_as_the_api_server_checks_them() {
         assert!(stderr.contains(expected), "{sources}: {stderr}");
         assert!(!out.exists(), "nothing written for {sources}");
     }
+
+    // A file larger than any manifest is refused before it is read.
+    let huge = tmp.path().join("huge.yaml");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(8 * 1024 * 1024 + 1)
+        .unwrap();
+    let output = run(&huge);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "huge.yaml: 8388609 bytes (8.0 MiB) is more than a manifest file may hold (8 MiB)"
+        ),
+        "{stderr}"
+    );
 }
 
 /// Readers hammer `token` (and the other files) while the emulator rotates 2-second tokens:
