@@ -238,6 +238,77 @@ fn bad_pod_manifest_is_a_clear_error() {
     assert!(!out.join("v").join("..data").exists(), "nothing written");
 }
 
+/// What kube-apiserver refuses when the pod is created is refused before anything runs: exit 2,
+/// naming the pod's field (it was accepted, or failed later with exit 1 naming a TokenRequest
+/// field), nothing written.
+#[test]
+fn pod_manifests_are_checked_as_the_api_server_checks_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let token = "- serviceAccountToken: {path: token}";
+    let cases = [
+        (
+            format!("{token}\n      - configMap: {{name: kube-root-ca.crt, items: [{{key: ca.crt, path: token}}]}}"),
+            "spec.volumes[0].projected.sources[1].configMap.items[0].path: \"token\": conflicting duplicate paths \
+             (also written by spec.volumes[0].projected.sources[0].serviceAccountToken.path)",
+        ),
+        (
+            format!("{token}\n      - configMap: {{name: kube-root-ca.crt, items: [{{key: ca.crt, path: ca.crt, mode: \"0400\"}}]}}"),
+            "spec.volumes[0].projected.sources[1].configMap.items[0].mode: \"0400\" is a string, but the \
+             API server's schema says integer: write 0400 unquoted (YAML octal) or its decimal 256",
+        ),
+        (
+            "- serviceAccountToken: {path: token, expirationSeconds: 60}".to_owned(),
+            "spec.volumes[0].projected.sources[0].serviceAccountToken.expirationSeconds: 60: may not \
+             specify a duration less than 10 minutes",
+        ),
+        (
+            "- serviceAccountToken: {path: \"to\\0ken\"}".to_owned(),
+            "spec.volumes[0].projected.sources[0].serviceAccountToken.path: invalid path: must not \
+             contain a NUL byte",
+        ),
+    ];
+    let run = |pod: &Path| {
+        common::output_within(
+            std::process::Command::new(common::BIN)
+                .args(["emulate", "--no-serve", "--key-algorithm", "es256", "--dir"])
+                .arg(&out)
+                .arg("--pod")
+                .arg(pod),
+            Duration::from_secs(30),
+        )
+    };
+    for (sources, expected) in cases {
+        let pod = tmp.path().join("pod.yaml");
+        std::fs::write(
+            &pod,
+            format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\nspec:\n  containers: [{{name: c}}]\n  volumes:\n  - name: v\n    projected:\n      sources:\n      {sources}\n"),
+        )
+        .unwrap();
+        let output = run(&pod);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{sources}: {stderr}");
+        assert!(stderr.contains(expected), "{sources}: {stderr}");
+        assert!(!out.exists(), "nothing written for {sources}");
+    }
+
+    // A file larger than any manifest is refused before it is read.
+    let huge = tmp.path().join("huge.yaml");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(8 * 1024 * 1024 + 1)
+        .unwrap();
+    let output = run(&huge);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "huge.yaml: 8388609 bytes (8.0 MiB) is more than a manifest file may hold (8 MiB)"
+        ),
+        "{stderr}"
+    );
+}
+
 /// Readers hammer `token` (and the other files) while the emulator rotates 2-second tokens:
 /// every read must be a whole token that verifies with the issuer's key.
 #[test]

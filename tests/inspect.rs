@@ -182,6 +182,34 @@ fn legacy_text_says_it_never_expires() {
     assert!(text.contains("Legacy tokens never expire"), "{text}");
 }
 
+/// `exp` = 2^63-1 is a date past any we can show, not a missing `exp`: said so, with the number.
+#[test]
+fn an_exp_past_the_last_date_is_shown_with_its_number() {
+    let mut claims = bound_claims();
+    claims["exp"] = json!(i64::MAX);
+    let output = inspect().arg(jwt(&claims)).output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        text.contains(
+            "out of range: 9223372036854775807 is after 9999-12-30T22:00:00Z, the last date shown here"
+        ),
+        "{text}"
+    );
+    assert!(!text.contains("no exp claim"), "{text}");
+
+    let output = inspect()
+        .args([&jwt(&claims), "--output", "json"])
+        .output()
+        .unwrap();
+    let json = json_of(&output);
+    assert_eq!(json["expires_at"], Value::Null);
+    assert_eq!(
+        json["out_of_range"],
+        json!([{"claim": "exp", "seconds": i64::MAX, "beyond": "after"}])
+    );
+}
+
 #[test]
 fn dash_reads_standard_input_and_trims_the_newline() {
     let output = inspect()

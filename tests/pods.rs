@@ -378,6 +378,71 @@ fn bad_manifest_sets_are_refused_naming_the_file_and_document() {
     }
 }
 
+/// A Pod whose 30 volumes each project 30 config maps of 30 items, written with aliases: 27,000
+/// items out of some 400 bytes; two of them are more than `--pod`'s YAML budget.
+fn alias_bomb(name: &str) -> String {
+    let aliases = |alias: &str| vec![alias; 30].join(",");
+    format!(
+        "kind: Pod\nmetadata: {{name: {name}}}\nk: &k {{key: k, path: k}}\na: &a [{}]\n\
+         s: &s {{configMap: {{name: c, items: *a}}}}\nb: &b [{}]\n\
+         v: &v {{name: v, projected: {{sources: *b}}}}\nspec: {{volumes: [{}]}}\n",
+        aliases("*k"),
+        aliases("*s"),
+        aliases("*v")
+    )
+}
+
+/// `--pods` reads no more than `--pod` would per file (the same YAML budget, over the whole file
+/// however many documents it holds; at most 8 MiB), and at most 128 MiB in all: refused naming
+/// the file, before anything is planned or written.
+#[test]
+fn manifests_beyond_the_memory_bounds_are_refused_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let bombs = tmp.path().join("bombs");
+    std::fs::create_dir(&bombs).unwrap();
+    std::fs::write(bombs.join("a.yaml"), pod_yaml("shop", "web", "")).unwrap();
+    std::fs::write(
+        bombs.join("b.yaml"),
+        format!("{}---\n{}", alias_bomb("x"), alias_bomb("y")),
+    )
+    .unwrap();
+    let err = refused(&bombs, &out);
+    assert!(
+        err.contains("b.yaml: over the YAML limits of one manifest file (--pod's: 250,000 nodes"),
+        "{err}"
+    );
+
+    // Sparse files: sizes without the bytes.
+    let sized = |dir: &Path, name: &str, len: u64| {
+        std::fs::create_dir_all(dir).unwrap();
+        let file = std::fs::File::create(dir.join(name)).unwrap();
+        file.set_len(len).unwrap();
+    };
+    const MIB: u64 = 1024 * 1024;
+    let large = tmp.path().join("large");
+    std::fs::create_dir(&large).unwrap();
+    std::fs::write(large.join("a.yaml"), pod_yaml("shop", "web", "")).unwrap();
+    sized(&large, "all.yaml", 8 * MIB + 1);
+    let err = refused(&large, &out);
+    assert!(
+        err.contains("all.yaml: 8388609 bytes (8.0 MiB) is more than a manifest file may hold (8 MiB): split it"),
+        "{err}"
+    );
+
+    let many = tmp.path().join("many");
+    for i in 0..17 {
+        sized(&many, &format!("{i:02}.yaml"), 8 * MIB);
+    }
+    let err = refused(&many, &out);
+    assert!(
+        err.contains(
+            "the manifests hold 142606336 bytes (136.0 MiB), more than --pods reads (128 MiB)"
+        ),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_single_multi_document_file_and_the_env_var() {
     let tmp = tempfile::tempdir().unwrap();

@@ -2,11 +2,11 @@
 //! `emulate` and `sidecar`: planning, ownership, crash recovery at start, and the rotation log line.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Pod, ProjectedVolumeSource};
 
-use super::setup::read_text;
 use super::CommandError;
 use crate::projection::pods::{has_projected_volume, parse_pod_documents, pod_dir, PodRegistry};
 use crate::projection::spec::{
@@ -52,6 +52,56 @@ pub fn load_named_dirs(
     Ok(out)
 }
 
+/// The largest Pod manifest file read, for `--pod` and each file of `--pods`. Kubernetes keeps
+/// an object under 1.5 MiB; the YAML budget (`manifest_yaml_options`) refuses a file of
+/// ordinary pods long before this, so the size only bounds what is read to find that out.
+pub const MAX_MANIFEST_FILE_BYTES: u64 = 8 << 20;
+/// The largest total of the files of `--pods`: what is read, and kept of it (names, labels,
+/// annotations), stays in proportion (10,000 pods as `kubectl get -o yaml` prints them is some
+/// 60 MiB).
+pub const MAX_PODS_TOTAL_BYTES: u64 = 128 << 20;
+
+/// "62915941 bytes (60.0 MiB)".
+fn size_words(bytes: u64) -> String {
+    format!(
+        "{bytes} bytes ({:.1} MiB)",
+        bytes as f64 / f64::from(1 << 20)
+    )
+}
+
+/// Reads one manifest file of at most `MAX_MANIFEST_FILE_BYTES` (checked before reading, and
+/// while reading in case it grows).
+fn read_manifest(flag: &str, path: &Path) -> Result<String, CommandError> {
+    let usage =
+        |e: &dyn std::fmt::Display| CommandError::usage(format!("{flag} {}: {e}", path.display()));
+    let too_large = |size: u64| {
+        let advice = if flag == "--pods" {
+            "split it into smaller files (for example one per node: kubectl get pods -A \
+             --field-selector spec.nodeName=NODE -o yaml)"
+        } else {
+            "a Pod manifest is a few KiB; is this the right file?"
+        };
+        usage(&format!(
+            "{} is more than a manifest file may hold ({} MiB): {advice}",
+            size_words(size),
+            MAX_MANIFEST_FILE_BYTES >> 20
+        ))
+    };
+    let file = std::fs::File::open(path).map_err(|e| usage(&e))?;
+    let size = file.metadata().map_err(|e| usage(&e))?.len();
+    if size > MAX_MANIFEST_FILE_BYTES {
+        return Err(too_large(size));
+    }
+    let mut text = String::new();
+    file.take(MAX_MANIFEST_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| usage(&e))?;
+    if text.len() as u64 > MAX_MANIFEST_FILE_BYTES {
+        return Err(too_large(text.len() as u64));
+    }
+    Ok(text)
+}
+
 /// Every projected volume of the Pod manifest at `path`, each into `dir/<volume-name>/`.
 /// `invent_uid`: a pod without `metadata.uid` gets a random one (the emulator's pods); a real
 /// pod's manifest must carry its own for binding.
@@ -62,7 +112,7 @@ pub fn pod_volumes(
     fsync: bool,
     invent_uid: bool,
 ) -> Result<Vec<ProjectedVolume>, CommandError> {
-    let text = read_text("--pod", path)?;
+    let text = read_manifest("--pod", path)?;
     let usage =
         |e: &dyn std::fmt::Display| CommandError::usage(format!("--pod {}: {e}", path.display()));
     let pod = parse_pod_manifest(&text).map_err(|e| usage(&e))?;
@@ -152,6 +202,25 @@ pub fn pods_volumes(
     fsync: bool,
 ) -> Result<PodSet, CommandError> {
     let files = pod_manifest_files(path)?;
+    // Sizes as listed first, so an oversized set is refused before anything is read; then as
+    // read, in case a file grew meanwhile.
+    let listed: u64 = files
+        .iter()
+        .filter_map(|file| std::fs::metadata(file).ok())
+        .map(|meta| meta.len())
+        .sum();
+    let over_total = |total: u64| {
+        CommandError::usage(format!(
+            "--pods {}: the manifests hold {}, more than --pods reads ({} MiB): project fewer pods per process",
+            path.display(),
+            size_words(total),
+            MAX_PODS_TOTAL_BYTES >> 20
+        ))
+    };
+    if listed > MAX_PODS_TOTAL_BYTES {
+        return Err(over_total(listed));
+    }
+    let mut read = 0u64;
     let mut registry = PodRegistry::default();
     let mut set = PodSet {
         volumes: Vec::new(),
@@ -160,7 +229,11 @@ pub fn pods_volumes(
         skipped: Vec::new(),
     };
     for file in &files {
-        let text = read_text("--pods", file)?;
+        let text = read_manifest("--pods", file)?;
+        read += text.len() as u64;
+        if read > MAX_PODS_TOTAL_BYTES {
+            return Err(over_total(read));
+        }
         let documents = parse_pod_documents(&text)
             .map_err(|e| CommandError::usage(format!("--pods {}: {e}", file.display())))?;
         for document in documents {

@@ -2,11 +2,13 @@
 //! kubelet-style atomic writer. No network; never imports `issuer`.
 
 pub mod atomic_writer;
+pub mod int_fields;
 pub mod links;
 pub mod paths;
 pub mod payload;
 pub mod pods;
 pub mod spec;
+pub mod validation;
 
 pub use atomic_writer::{
     is_memory_backed, AtomicWriter, RecoveryReport, WriteError, WriteOutcome, WriterOptions,

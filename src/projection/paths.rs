@@ -22,15 +22,21 @@ pub enum PathError {
     NameTooLong(String),
     #[error("invalid path: must not start with '..': {0}")]
     Reserved(String),
+    #[error("invalid path: must not contain a NUL byte: {0:?}")]
+    ContainsNul(String),
 }
 
 /// Checks one payload path as upstream does (on the raw string, before cleaning).
 ///
 /// The checks run in upstream's order, so a path breaking several rules gets the same message as
-/// from the kubelet. Lengths are in bytes, as Go's `len` counts them.
+/// from the kubelet. Lengths are in bytes, as Go's `len` counts them. One rule is ours: no NUL
+/// byte, which no file name can hold (upstream lets it through to fail at the system call).
 pub fn validate_path(path: &str) -> Result<(), PathError> {
     if path.is_empty() {
         return Err(PathError::Empty(path.to_owned()));
+    }
+    if path.contains('\0') {
+        return Err(PathError::ContainsNul(path.to_owned()));
     }
     if path.starts_with('/') {
         return Err(PathError::Absolute(path.to_owned()));
@@ -172,6 +178,11 @@ mod tests {
             ("dot-slash", "./token", None),
             ("double slash", "a//b", None),
             ("token", "token", None),
+            (
+                "NUL byte",
+                "to\0ken",
+                Some("invalid path: must not contain a NUL byte: \"to\\0ken\"".into()),
+            ),
         ];
         for (name, path, want) in cases {
             let got = validate_path(path).err().map(|e| e.to_string());

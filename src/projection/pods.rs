@@ -11,7 +11,8 @@ use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 
-use super::spec::PodInfo;
+use super::int_fields::DocumentInts;
+use super::spec::{manifest_yaml_options, PodInfo};
 use crate::names::{check_object_name, is_dns1123_label, is_dns1123_subdomain};
 
 /// One Pod out of a manifest file.
@@ -34,13 +35,24 @@ impl PodDocument {
     }
 }
 
-/// Why a manifest file cannot be read as Pods: the document and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("document {document}: {message}")]
+/// Why a manifest file cannot be read as Pods: the document (None: the file as a whole) and what
+/// is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DocumentError {
-    pub document: usize,
+    pub document: Option<usize>,
     pub message: String,
 }
+
+impl std::fmt::Display for DocumentError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.document {
+            Some(document) => write!(f, "document {document}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl std::error::Error for DocumentError {}
 
 /// What a document may be. Deserialized in one typed pass (no intermediate value), so YAML 1.1
 /// octal modes and the parser's line numbers survive; `kind` is checked afterwards.
@@ -62,41 +74,31 @@ struct TypeMeta {
     kind: Option<String>,
 }
 
-fn yaml_options() -> serde_saphyr::options::Options {
-    let mut options = serde_saphyr::options::Options::default();
-    // `defaultMode: 0644` is octal, as Kubernetes (YAML 1.1) reads it.
-    options.legacy_octal_numbers = true;
-    // The stream reader enforces its budget per document; `kubectl get pods -o yaml` prints one
-    // List document holding every pod, so allow a large one (the input size bounds it anyway).
-    if let Some(budget) = options.budget.as_mut() {
-        budget.max_nodes = budget.max_nodes.saturating_mul(64);
-        budget.max_events = budget.max_events.saturating_mul(64);
-    }
-    options
-}
-
 /// Every Pod in `text`: one or more YAML (or JSON) documents separated by `---`, each a Pod or a
 /// `List`/`PodList` of Pods. A document without `kind` is read as a Pod, as `--pod` reads it.
 /// Other kinds are refused: Pods only (service accounts and the like go in `--objects`).
+///
+/// The whole text is read under `--pod`'s YAML budget (`manifest_yaml_options`): counted over the
+/// file, not per document, so many documents cannot add up to what one may not spend.
 pub fn parse_pod_documents(text: &str) -> Result<Vec<PodDocument>, DocumentError> {
-    let mut reader = std::io::Cursor::new(text.as_bytes());
+    let documents: Vec<AnyDocument> =
+        serde_saphyr::from_multiple_with_options(text, manifest_yaml_options())
+            .map_err(|e| locate_error(text, &e))?;
+    let ints: Vec<DocumentInts> =
+        serde_saphyr::from_multiple_with_options(text, manifest_yaml_options())
+            .map_err(|e| locate_error(text, &e))?;
     let mut pods = Vec::new();
-    for (index, document) in
-        serde_saphyr::read_with_options::<_, AnyDocument>(&mut reader, yaml_options()).enumerate()
-    {
+    for (index, (document, ints)) in documents.into_iter().zip(ints).enumerate() {
         let number = index + 1;
-        let document = document.map_err(|e| DocumentError {
-            document: number,
-            message: explain_parse_error(text, number, &e.to_string()),
-        })?;
         let at = |message: String| DocumentError {
-            document: number,
+            document: Some(number),
             message,
         };
         let kind = document.kind.as_deref().unwrap_or("Pod");
         match kind {
             "Pod" => {
                 check_api_version(document.api_version.as_deref(), kind).map_err(at)?;
+                ints.check_pod().map_err(|e| at(e.to_string()))?;
                 pods.push(PodDocument {
                     document: number,
                     item: None,
@@ -112,6 +114,8 @@ pub fn parse_pod_documents(text: &str) -> Result<Vec<PodDocument>, DocumentError
                 let items = document
                     .items
                     .ok_or_else(|| at(format!("a {kind} needs an `items` array of Pods")))?;
+                ints.check_items()
+                    .map_err(|(item, e)| at(format!("items[{item}]: {e}")))?;
                 pods.extend(
                     items
                         .into_iter()
@@ -127,6 +131,59 @@ pub fn parse_pod_documents(text: &str) -> Result<Vec<PodDocument>, DocumentError
         }
     }
     Ok(pods)
+}
+
+/// Whether the reader stopped on one of its limits (size, alias expansion) rather than on what a
+/// document says.
+fn is_limit_error(error: &serde_saphyr::Error) -> bool {
+    let mut error = error.without_snippet();
+    while let serde_saphyr::Error::AliasError { error: inner, .. } = error {
+        error = inner.without_snippet();
+    }
+    matches!(
+        error,
+        serde_saphyr::Error::Budget { .. }
+            | serde_saphyr::Error::AliasReplayLimitExceeded { .. }
+            | serde_saphyr::Error::AliasExpansionLimitExceeded { .. }
+            | serde_saphyr::Error::AliasReplayStackDepthExceeded { .. }
+            | serde_saphyr::Error::AliasReplayCounterOverflow { .. }
+    )
+}
+
+/// The document a failure is in. Over a limit, the file as a whole is: it is not read again.
+/// Otherwise the documents are read again one at a time, kept no longer than it takes to see
+/// whether they fail, up to the first that does: the documents the whole-file pass already read
+/// within its budget.
+fn locate_error(text: &str, error: &serde_saphyr::Error) -> DocumentError {
+    if is_limit_error(error) {
+        return DocumentError {
+            document: None,
+            message: format!(
+                "over the YAML limits of one manifest file (--pod's: 250,000 nodes, 1,000,000 \
+                 events counting what aliases expand to, 1,024 documents): split it into smaller \
+                 files, or expand fewer aliases: {error}"
+            ),
+        };
+    }
+    // No further than the whole-file pass may have gone.
+    let max_documents = manifest_yaml_options()
+        .budget
+        .map_or(0, |budget| budget.max_documents);
+    let mut reader = std::io::Cursor::new(text.as_bytes());
+    let failed =
+        serde_saphyr::read_with_options::<_, AnyDocument>(&mut reader, manifest_yaml_options())
+            .take(max_documents)
+            .position(|document| document.is_err());
+    match failed {
+        Some(index) => DocumentError {
+            document: Some(index + 1),
+            message: explain_parse_error(text, index + 1, &error.to_string()),
+        },
+        None => DocumentError {
+            document: None,
+            message: format!("not a Pod manifest: {error}"),
+        },
+    }
 }
 
 fn check_api_version(api_version: Option<&str>, kind: &str) -> Result<(), String> {
@@ -152,8 +209,8 @@ fn not_a_pod(api_version: Option<&str>, kind: &str) -> String {
 /// `spec` is no PodSpec): say so rather than quote the field that did not fit.
 fn explain_parse_error(text: &str, number: usize, error: &str) -> String {
     let mut reader = std::io::Cursor::new(text.as_bytes());
-    let kind =
-        serde_saphyr::read_with_options::<_, TypeMeta>(&mut reader, yaml_options()).nth(number - 1);
+    let kind = serde_saphyr::read_with_options::<_, TypeMeta>(&mut reader, manifest_yaml_options())
+        .nth(number - 1);
     match kind {
         Some(Ok(TypeMeta {
             api_version,
@@ -290,7 +347,7 @@ mod tests {
             "{POD_A}---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 2\n  template: {{spec: {{containers: []}}}}\n"
         );
         let err = parse_pod_documents(&deployment).unwrap_err();
-        assert_eq!(err.document, 2);
+        assert_eq!(err.document, Some(2));
         assert!(
             err.message
                 .starts_with("is a apps/v1 Deployment, not a Pod"),
@@ -302,10 +359,62 @@ mod tests {
         let err = parse_pod_documents("apiVersion: v2\nkind: Pod\n").unwrap_err();
         assert!(err.message.contains("apiVersion \"v2\""), "{err}");
         let err = parse_pod_documents(&format!("{POD_A}---\nmetadata: [unclosed\n")).unwrap_err();
-        assert_eq!(err.document, 2);
+        assert_eq!(err.document, Some(2));
         assert!(err.message.starts_with("not a Pod manifest: "), "{err}");
         let err = parse_pod_documents("kind: List\n").unwrap_err();
         assert!(err.message.contains("`items`"), "{err}");
+    }
+
+    /// A Pod whose 30 volumes each project 30 config maps of 30 items, written with aliases:
+    /// 27,000 items (135,000 nodes) out of some 400 bytes.
+    fn alias_bomb(name: &str) -> String {
+        let aliases = |alias: &str| vec![alias; 30].join(",");
+        format!(
+            "kind: Pod\nmetadata: {{name: {name}}}\nk: &k {{key: k, path: k}}\na: &a [{}]\n\
+             s: &s {{configMap: {{name: c, items: *a}}}}\nb: &b [{}]\n\
+             v: &v {{name: v, projected: {{sources: *b}}}}\nspec: {{volumes: [{}]}}\n",
+            aliases("*k"),
+            aliases("*s"),
+            aliases("*v")
+        )
+    }
+
+    #[test]
+    fn the_yaml_budget_holds_for_the_whole_file() {
+        // One such document is within --pod's limits; two are not, however they are split.
+        let pods = parse_pod_documents(&alias_bomb("a")).unwrap();
+        assert_eq!(pods.len(), 1);
+        let err = parse_pod_documents(&format!("{}---\n{}", alias_bomb("a"), alias_bomb("b")))
+            .unwrap_err();
+        assert_eq!(err.document, None, "{err}");
+        assert!(
+            err.message
+                .starts_with("over the YAML limits of one manifest file (--pod's: 250,000 nodes"),
+            "{err}"
+        );
+        assert!(err.message.contains("Nodes"), "{err}");
+        let many = "metadata: {name: p}\n---\n".repeat(1025);
+        let err = parse_pod_documents(&many).unwrap_err();
+        assert!(err.message.contains("Documents"), "{err}");
+    }
+
+    #[test]
+    fn integers_written_as_strings_name_the_document_and_item() {
+        let quoted = POD_A.replace("defaultMode: 0440", "defaultMode: \"0440\"");
+        let err = parse_pod_documents(&format!("{POD_A}---\n{quoted}")).unwrap_err();
+        assert_eq!(err.document, Some(2));
+        assert!(
+            err.message
+                .starts_with("spec.volumes[0].projected.defaultMode: \"0440\" is a string"),
+            "{err}"
+        );
+        let list = "kind: List\nitems:\n- {metadata: {name: a}}\n- {metadata: {name: b}, spec: {containers: [], securityContext: {fsGroup: '2000'}}}\n";
+        let err = parse_pod_documents(list).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "document 1: items[1]: spec.securityContext.fsGroup: \"2000\" is a string, but the \
+             API server's schema says integer: write it unquoted (2000)"
+        );
     }
 
     #[test]

@@ -11,8 +11,10 @@ use k8s_openapi::api::core::v1::{
     DownwardAPIVolumeFile, KeyToPath, Pod, ProjectedVolumeSource, VolumeProjection,
 };
 
+use super::int_fields::{check_int_fields, PodInts};
 use super::paths::validate_path;
 use super::payload::{FileProjection, Payload};
+use super::validation::{check_token_lifetimes, WrittenPaths};
 use crate::errors::go_quote;
 
 /// `ProjectedVolumeSourceDefaultMode`: 0644.
@@ -175,11 +177,37 @@ pub struct TokenFileSpec {
     pub fs_user: Option<u32>,
 }
 
-/// One file of a planned volume, in source order (later sources overwrite earlier ones).
+/// One file of a planned volume, in source order. No two files of a volume have the same path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlannedFile {
     Static { path: String, file: FileProjection },
     Token(TokenFileSpec),
+}
+
+impl PlannedFile {
+    /// The file's path in the volume, as the manifest wrote it.
+    pub fn path(&self) -> &str {
+        match self {
+            PlannedFile::Static { path, .. } => path,
+            PlannedFile::Token(spec) => &spec.path,
+        }
+    }
+}
+
+/// The files of a volume being planned, and which field writes each path.
+#[derive(Default)]
+struct VolumeFiles {
+    files: Vec<PlannedFile>,
+    written: WrittenPaths,
+}
+
+impl VolumeFiles {
+    /// Adds a file whose path `field` gives; refuses a path another field already writes.
+    fn add(&mut self, field: &str, file: PlannedFile) -> Result<(), SpecError> {
+        self.written.claim(field, file.path())?;
+        self.files.push(file);
+        Ok(())
+    }
 }
 
 /// Everything needed to write one projected volume, given its tokens.
@@ -248,6 +276,7 @@ pub fn plan_pod_volumes(
                 ));
             }
             let field = format!("spec.volumes[{index}].projected");
+            check_token_lifetimes(&field, projected)?;
             plans.push(plan_volume(&volume.name, &field, projected, info, data)?);
         }
     }
@@ -336,7 +365,7 @@ pub fn plan_volume(
     } else {
         default_mode
     };
-    let mut files = Vec::new();
+    let mut files = VolumeFiles::default();
     for (index, projection) in source.sources.iter().flatten().enumerate() {
         let field = format!("{field}.sources[{index}]");
         plan_source(
@@ -351,7 +380,7 @@ pub fn plan_volume(
     }
     Ok(VolumePlan {
         name: name.to_owned(),
-        files,
+        files: files.files,
         fs_group: pod.fs_group,
     })
 }
@@ -363,7 +392,7 @@ fn plan_source(
     token_mode: u32,
     pod: &PodInfo,
     data: &DataSources,
-    files: &mut Vec<PlannedFile>,
+    files: &mut VolumeFiles,
 ) -> Result<(), SpecError> {
     let set = [
         projection.service_account_token.is_some(),
@@ -389,15 +418,18 @@ fn plan_source(
     if let Some(token) = &projection.service_account_token {
         let path_field = format!("{field}.serviceAccountToken.path");
         check_path(&path_field, &token.path)?;
-        files.push(PlannedFile::Token(TokenFileSpec {
-            path: token.path.clone(),
-            audience: token.audience.clone().filter(|a| !a.is_empty()),
-            expiration_seconds: token
-                .expiration_seconds
-                .unwrap_or(DEFAULT_PROJECTION_EXPIRATION_SECONDS),
-            mode: token_mode,
-            fs_user: pod.fs_user,
-        }));
+        files.add(
+            &path_field,
+            PlannedFile::Token(TokenFileSpec {
+                path: token.path.clone(),
+                audience: token.audience.clone().filter(|a| !a.is_empty()),
+                expiration_seconds: token
+                    .expiration_seconds
+                    .unwrap_or(DEFAULT_PROJECTION_EXPIRATION_SECONDS),
+                mode: token_mode,
+                fs_user: pod.fs_user,
+            }),
+        )?;
     } else if let Some(cm) = &projection.config_map {
         let field = format!("{field}.configMap");
         let found = data.configmap(&cm.name);
@@ -428,7 +460,8 @@ fn plan_source(
     } else if let Some(downward) = &projection.downward_api {
         for (index, item) in downward.items.iter().flatten().enumerate() {
             let field = format!("{field}.downwardAPI.items[{index}]");
-            files.push(plan_downward_item(&field, item, default_mode, pod)?);
+            let file = plan_downward_item(&field, item, default_mode, pod)?;
+            files.add(&format!("{field}.path"), file)?;
         }
     } else {
         let kind = if projection.cluster_trust_bundle.is_some() {
@@ -454,10 +487,16 @@ fn plan_keyed(
     items: Option<&[KeyToPath]>,
     optional: bool,
     default_mode: u32,
-    files: &mut Vec<PlannedFile>,
+    files: &mut VolumeFiles,
 ) -> Result<(), SpecError> {
     let Some(found) = found else {
         if optional {
+            // Nothing is written, but upstream still checks the paths the items declare.
+            for (index, item) in items.unwrap_or_default().iter().enumerate() {
+                let path_field = format!("{field}.items[{index}].path");
+                check_path(&path_field, &item.path)?;
+                files.written.claim(&path_field, &item.path)?;
+            }
             return Ok(());
         }
         return Err(field_error(
@@ -469,14 +508,18 @@ fn plan_keyed(
         Some(items) if !items.is_empty() => {
             for (index, item) in items.iter().enumerate() {
                 let item_field = format!("{field}.items[{index}]");
-                check_path(&format!("{item_field}.path"), &item.path)?;
+                let path_field = format!("{item_field}.path");
+                check_path(&path_field, &item.path)?;
                 let mode = match item.mode {
                     Some(mode) => mode_from(&format!("{item_field}.mode"), mode)?,
                     None => default_mode,
                 };
                 match found.get(&item.key) {
-                    Some(bytes) => files.push(static_file(&item.path, bytes.clone(), mode)),
-                    None if optional => {}
+                    Some(bytes) => {
+                        files.add(&path_field, static_file(&item.path, bytes.clone(), mode))?
+                    }
+                    // Upstream checks the paths items declare, whether or not the key exists.
+                    None if optional => files.written.claim(&path_field, &item.path)?,
                     None => {
                         return Err(field_error(
                             format!("{item_field}.key"),
@@ -489,8 +532,9 @@ fn plan_keyed(
         // No items: every key becomes a file of the same name.
         _ => {
             for (key, bytes) in found {
-                check_path(&format!("{field} key {key:?}"), key)?;
-                files.push(static_file(key, bytes.clone(), default_mode));
+                let key_field = format!("{field} key {key:?}");
+                check_path(&key_field, key)?;
+                files.add(&key_field, static_file(key, bytes.clone(), default_mode))?;
             }
         }
     }
@@ -595,13 +639,26 @@ fn mode_from(field: &str, mode: i32) -> Result<u32, SpecError> {
         })
 }
 
-/// Parses a Pod manifest as `kubectl get pod -o yaml` (or `-o json`) prints it. Unprefixed
-/// leading-zero numbers such as `0644` are octal, as Kubernetes (YAML 1.1) reads them.
-pub fn parse_pod_manifest(text: &str) -> Result<Pod, SpecError> {
+/// How Pod manifests are read (`--pod`, and each `--pods` file): unprefixed leading-zero numbers
+/// such as `0644` are octal, as Kubernetes (YAML 1.1) reads them; and the YAML reader's default
+/// budget over the whole text (250,000 nodes and 1,000,000 events, alias expansions counted, 1,024
+/// documents, 64 MiB of scalars), which bounds the memory an alias bomb can make us spend.
+pub fn manifest_yaml_options() -> serde_saphyr::options::Options {
     let mut options = serde_saphyr::options::Options::default();
     options.legacy_octal_numbers = true;
-    let pod: Pod = serde_saphyr::from_str_with_options(text, options)
-        .map_err(|e| SpecError::Manifest(format!("not a Pod manifest: {e}")))?;
+    options
+}
+
+/// Parses a Pod manifest as `kubectl get pod -o yaml` (or `-o json`) prints it, refusing an
+/// integer field written as a string (`mode: "0400"`) as the API server does.
+pub fn parse_pod_manifest(text: &str) -> Result<Pod, SpecError> {
+    let not_a_pod =
+        |e: serde_saphyr::Error| SpecError::Manifest(format!("not a Pod manifest: {e}"));
+    let pod: Pod =
+        serde_saphyr::from_str_with_options(text, manifest_yaml_options()).map_err(not_a_pod)?;
+    let ints: PodInts =
+        serde_saphyr::from_str_with_options(text, manifest_yaml_options()).map_err(not_a_pod)?;
+    check_int_fields(&ints)?;
     Ok(pod)
 }
 
@@ -814,7 +871,7 @@ spec:
 
     #[test]
     fn errors_name_the_field_and_the_fix() {
-        let cases: [(&str, &str); 6] = [
+        let cases: [(&str, &str); 12] = [
             (
                 "- configMap: {name: missing}",
                 "spec.volumes[0].projected.sources[0].configMap.name: config map \"missing\" not found: provide it with --configmap NAME=DIR",
@@ -836,6 +893,33 @@ spec:
                 "- secret: {name: creds, items: [{key: nope, path: p}]}",
                 "spec.volumes[0].projected.sources[0].secret.items[0].key: secret \"creds\" has no key \"nope\"",
             ),
+            (
+                "- serviceAccountToken: {path: token}\n      - configMap: {name: settings, items: [{key: a.conf, path: token}]}",
+                "spec.volumes[0].projected.sources[1].configMap.items[0].path: \"token\": conflicting duplicate paths \
+                 (also written by spec.volumes[0].projected.sources[0].serviceAccountToken.path)",
+            ),
+            (
+                "- configMap: {name: settings}\n      - secret: {name: creds, items: [{key: password, path: ./b.conf}]}",
+                "spec.volumes[0].projected.sources[1].secret.items[0].path: \"./b.conf\": conflicting duplicate paths \
+                 (also written by spec.volumes[0].projected.sources[0].configMap key \"b.conf\" as \"b.conf\")",
+            ),
+            (
+                "- downwardAPI: {items: [{path: n, fieldRef: {fieldPath: metadata.name}}, {path: n, fieldRef: {fieldPath: metadata.uid}}]}",
+                "spec.volumes[0].projected.sources[0].downwardAPI.items[1].path: \"n\": conflicting duplicate paths \
+                 (also written by spec.volumes[0].projected.sources[0].downwardAPI.items[0].path)",
+            ),
+            (
+                "- configMap: {name: absent, optional: true, items: [{key: k, path: token}]}\n      - serviceAccountToken: {path: token}",
+                "spec.volumes[0].projected.sources[1].serviceAccountToken.path: \"token\": conflicting duplicate paths",
+            ),
+            (
+                "- serviceAccountToken: {path: token, expirationSeconds: 60}",
+                "spec.volumes[0].projected.sources[0].serviceAccountToken.expirationSeconds: 60: may not specify a duration less than 10 minutes",
+            ),
+            (
+                "- serviceAccountToken: {path: \"to\\0ken\"}",
+                "spec.volumes[0].projected.sources[0].serviceAccountToken.path: invalid path: must not contain a NUL byte",
+            ),
         ];
         for (sources, expected) in cases {
             let yaml = format!(
@@ -848,6 +932,23 @@ spec:
                 .to_string();
             assert!(err.starts_with(expected), "{sources}: got {err}");
         }
+    }
+
+    #[test]
+    fn integers_written_as_strings_are_refused() {
+        let yaml = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c}]\n  volumes:\n  - name: v\n    projected:\n      sources:\n      - secret: {name: creds, items: [{key: password, path: p, mode: \"0400\"}]}\n";
+        let err = parse_pod_manifest(yaml).unwrap_err().to_string();
+        assert!(
+            err.starts_with(
+                "spec.volumes[0].projected.sources[0].secret.items[0].mode: \"0400\" is a string"
+            ),
+            "{err}"
+        );
+        // Unquoted, the same mode is octal.
+        let pod = parse_pod_manifest(&yaml.replace("\"0400\"", "0400")).unwrap();
+        let info = PodInfo::from_pod(&pod).unwrap();
+        let plans = plan_pod_volumes(&pod, &info, &data()).unwrap();
+        assert_eq!(plans[0].payload::<&str>(&[]).unwrap()["p"].mode, 0o400);
     }
 
     #[test]

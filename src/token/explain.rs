@@ -8,6 +8,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
+use super::claim_time::{Beyond, ClaimTime};
 use super::claims::{EXPIRATION_EXTENSION_SECONDS, WARN_ONLY_BOUND_TOKEN_EXPIRATION_SECONDS};
 use super::decode::{DecodedToken, TokenKind, LEGACY_CLAIM_PREFIX};
 use super::refresh::{RefreshReason, TokenLifetime, MAX_TTL};
@@ -46,6 +47,9 @@ pub struct Inspection {
     pub expires_at: Option<Timestamp>,
     #[serde(serialize_with = "rfc3339_opt")]
     pub warn_after: Option<Timestamp>,
+    /// Time claims past the dates shown (their fields above are then null), e.g. `exp` =
+    /// 2^63-1: a token that does not expire in practice, not one without `exp`.
+    pub out_of_range: Vec<OutOfRangeClaim>,
     /// `exp - iat`: how long the JWT itself is accepted.
     pub lifetime_seconds: Option<i64>,
     /// `(warnafter, or else exp) - iat`: the lifetime the client asked for.
@@ -65,6 +69,30 @@ pub struct Inspection {
     pub signature: Option<SignatureCheck>,
     /// The same facts in plain words, one sentence or two per line.
     pub explanation: Vec<String>,
+}
+
+/// A time claim whose value no date here can show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutOfRangeClaim {
+    /// `exp`, `iat`, `nbf` or `kubernetes.io.warnafter`.
+    pub claim: String,
+    /// Unix seconds, as the token has them.
+    pub seconds: i64,
+    /// `after` the last date (9999-12-30T22:00:00Z) or `before` the first.
+    pub beyond: Beyond,
+}
+
+impl Inspection {
+    /// The value of `claim` when it lies past the dates shown.
+    fn out_of_range(&self, claim: &str) -> Option<ClaimTime> {
+        self.out_of_range
+            .iter()
+            .find(|c| c.claim == claim)
+            .map(|c| ClaimTime::OutOfRange {
+                seconds: c.seconds,
+                beyond: c.beyond,
+            })
+    }
 }
 
 /// A `{name, uid}` reference.
@@ -136,27 +164,48 @@ pub fn explain(token: &DecodedToken, now: Timestamp) -> Inspection {
     // Claims are whole seconds; so is every time we print.
     let now = Timestamp::from_second(now.as_second()).unwrap_or(now);
     let mut notes = Vec::new();
+    let mut out_of_range = Vec::new();
     let mut time_claim = |name: &str, seconds: Option<i64>| {
-        let seconds = seconds?;
-        let at = Timestamp::from_second(seconds).ok();
-        if at.is_none() {
-            notes.push(format!(
-                "The {name} claim ({seconds}) is outside the range of representable dates; it is ignored."
-            ));
+        let claim = ClaimTime::from_seconds(seconds?);
+        if let ClaimTime::OutOfRange { seconds, beyond } = claim {
+            // `exp` gets its own lines; the others are only left out of the lifetime.
+            if name != "exp" {
+                notes.push(format!(
+                    "The {name} claim: {}; no lifetime is derived from it.",
+                    claim.describe()
+                ));
+            }
+            out_of_range.push(OutOfRangeClaim {
+                claim: name.to_owned(),
+                seconds,
+                beyond,
+            });
         }
-        at
+        Some(claim)
     };
-    let issued_at = time_claim("iat", token.numeric_claim("iat"));
-    let not_before = time_claim("nbf", token.numeric_claim("nbf"));
-    let expires_at = time_claim("exp", token.numeric_claim("exp"));
-    let warn_after = time_claim("kubernetes.io.warnafter", token.warn_after());
+    let iat_claim = time_claim("iat", token.numeric_claim("iat"));
+    let nbf_claim = time_claim("nbf", token.numeric_claim("nbf"));
+    let exp_claim = time_claim("exp", token.numeric_claim("exp"));
+    let warn_claim = time_claim("kubernetes.io.warnafter", token.warn_after());
+    let issued_at = iat_claim.and_then(ClaimTime::date);
+    let not_before = nbf_claim.and_then(ClaimTime::date);
+    let expires_at = exp_claim.and_then(ClaimTime::date);
+    let warn_after = warn_claim.and_then(ClaimTime::date);
 
     let seconds_between =
         |from: Option<Timestamp>, to: Option<Timestamp>| Some(secs_between(from?, to?));
     let lifetime_seconds = seconds_between(issued_at, expires_at);
     let requested_lifetime_seconds = seconds_between(issued_at, warn_after.or(expires_at));
     let extended_expiration = matches!((warn_after, expires_at), (Some(w), Some(e)) if e > w);
-    let effective_expiry = expires_at.map(|exp| warn_after.map_or(exp, |w| w.min(exp)));
+    let effective_expiry = match exp_claim {
+        Some(ClaimTime::At(exp)) => Some(warn_after.map_or(exp, |w| w.min(exp))),
+        // Past the last date: warnafter, if any, is where its useful life ends.
+        Some(ClaimTime::OutOfRange {
+            beyond: Beyond::After,
+            ..
+        }) => warn_after,
+        _ => None,
+    };
 
     let refresh_window = match (
         token.kind,
@@ -180,7 +229,10 @@ pub fn explain(token: &DecodedToken, now: Timestamp) -> Inspection {
         _ => None,
     };
 
-    let status = match (expires_at, not_before, warn_after) {
+    // Claims past the shown dates compare as the first or last date, as later or earlier than
+    // any other, the way kube-apiserver compares them.
+    let clamped = |claim: Option<ClaimTime>| claim.map(ClaimTime::clamped);
+    let status = match (clamped(exp_claim), clamped(nbf_claim), clamped(warn_claim)) {
         (Some(exp), _, _) if now > exp => Status::Expired,
         (_, Some(nbf), _) if now < nbf => Status::NotYetValid,
         (_, _, Some(warn)) if now > warn => Status::Stale,
@@ -241,6 +293,7 @@ pub fn explain(token: &DecodedToken, now: Timestamp) -> Inspection {
         not_before,
         expires_at,
         warn_after,
+        out_of_range,
         lifetime_seconds,
         requested_lifetime_seconds,
         extended_expiration,
@@ -330,8 +383,25 @@ fn kind_line(i: &Inspection) -> String {
 
 fn lifetime_lines(i: &Inspection, lines: &mut Vec<String>) {
     let Some(exp) = i.expires_at else {
-        if i.kind != TokenKind::Legacy {
-            lines.push("It has no exp claim: it never expires.".into());
+        match i.out_of_range("exp") {
+            Some(
+                far @ ClaimTime::OutOfRange {
+                    beyond: Beyond::After,
+                    ..
+                },
+            ) => lines.push(format!(
+                "Its exp claim: {}. kube-apiserver accepts it until then: in practice it never \
+                 expires.",
+                far.describe()
+            )),
+            Some(early) => lines.push(format!(
+                "Its exp claim: {}. It expired before any date shown here.",
+                early.describe()
+            )),
+            None if i.kind != TokenKind::Legacy => {
+                lines.push("It has no exp claim: it never expires.".into())
+            }
+            None => {}
         }
         return;
     };
@@ -416,7 +486,11 @@ fn status_line(i: &Inspection) -> String {
     let ago = |t: Timestamp| human(secs_between(t, now));
     match i.status {
         Status::Expired => {
-            let exp = i.expires_at.map(|e| format!(" at {e} ({} ago)", ago(e)));
+            let exp = match (i.expires_at, i.out_of_range("exp")) {
+                (Some(e), _) => Some(format!(" at {e} ({} ago)", ago(e))),
+                (None, Some(early)) => Some(format!(" (exp {})", early.describe())),
+                (None, None) => None,
+            };
             let rejection = if i.kind == TokenKind::Other {
                 ""
             } else {
@@ -429,9 +503,11 @@ fn status_line(i: &Inspection) -> String {
             )
         }
         Status::NotYetValid => {
-            let nbf = i
-                .not_before
-                .map(|n| format!(": nbf is {n} (in {})", human(secs_between(now, n))));
+            let nbf = match (i.not_before, i.out_of_range("nbf")) {
+                (Some(n), _) => Some(format!(": nbf is {n} (in {})", human(secs_between(now, n)))),
+                (None, Some(far)) => Some(format!(": nbf {}", far.describe())),
+                (None, None) => None,
+            };
             format!("At {now} it is not valid yet{}.", nbf.unwrap_or_default())
         }
         Status::Stale => {
@@ -453,7 +529,13 @@ fn status_line(i: &Inspection) -> String {
                 "At {now} it is valid, for {} more (until {end}).",
                 human(secs_between(now, end))
             ),
-            None => format!("At {now} it is valid (it never expires)."),
+            None => match i.out_of_range("exp") {
+                Some(far) => format!(
+                    "At {now} it is valid (exp {}: in practice it never expires).",
+                    far.describe()
+                ),
+                None => format!("At {now} it is valid (it never expires)."),
+            },
         },
     }
 }
@@ -535,22 +617,28 @@ pub fn render_text(inspection: &Inspection) -> String {
     rows.push(("JWT ID", or_dash(i.jti.as_deref())));
 
     let time = |t: Option<Timestamp>| t.map_or("-".to_owned(), |t| t.to_string());
-    let after_issue = |t: Option<Timestamp>| match (t, i.issued_at) {
-        (Some(t), Some(iat)) => format!("{t} ({} after issue)", human(secs_between(iat, t))),
+    // A claim past the shown dates: its number, and which end it is past.
+    let claim_time = |t: Option<Timestamp>, claim: &str| match (t, i.out_of_range(claim)) {
+        (None, Some(far)) => format!("out of range: {}", far.describe()),
         (t, _) => time(t),
     };
-    rows.push(("Issued at", time(i.issued_at)));
-    rows.push(("Not before", time(i.not_before)));
+    let after_issue = |t: Option<Timestamp>, claim: &str| match (t, i.issued_at) {
+        (Some(t), Some(iat)) => format!("{t} ({} after issue)", human(secs_between(iat, t))),
+        (t, _) => claim_time(t, claim),
+    };
+    rows.push(("Issued at", claim_time(i.issued_at, "iat")));
+    rows.push(("Not before", claim_time(i.not_before, "nbf")));
     let expires = match i.expires_at {
-        None => "never (no exp claim)".to_owned(),
+        None if i.out_of_range("exp").is_none() => "never (no exp claim)".to_owned(),
         Some(_) if i.extended_expiration => {
-            format!("{} (extended)", after_issue(i.expires_at))
+            format!("{} (extended)", after_issue(i.expires_at, "exp"))
         }
-        Some(_) => after_issue(i.expires_at),
+        _ => after_issue(i.expires_at, "exp"),
     };
     rows.push(("Expires at", expires));
-    if i.warn_after.is_some() {
-        rows.push(("Warn after", after_issue(i.warn_after)));
+    const WARN_AFTER: &str = "kubernetes.io.warnafter";
+    if i.warn_after.is_some() || i.out_of_range(WARN_AFTER).is_some() {
+        rows.push(("Warn after", after_issue(i.warn_after, WARN_AFTER)));
     }
     let lifetime = match (i.lifetime_seconds, i.requested_lifetime_seconds) {
         (Some(l), Some(r)) if l != r => {
@@ -857,11 +945,65 @@ mod tests {
     }
 
     #[test]
-    fn out_of_range_time_is_ignored_with_a_note() {
-        let t = token(json!({"exp": i64::MAX, "iat": IAT}));
+    fn an_exp_past_the_last_date_is_shown_as_such_not_as_missing() {
+        let t = token(json!({"exp": i64::MAX, "iat": IAT,
+                             "kubernetes.io": {"serviceaccount": {"name": "sa"}}}));
         let i = explain(&t, at(IAT));
         assert_eq!(i.expires_at, None);
-        assert!(i.explanation.join("\n").contains("outside the range"));
+        assert_eq!(
+            i.out_of_range,
+            [OutOfRangeClaim {
+                claim: "exp".into(),
+                seconds: i64::MAX,
+                beyond: Beyond::After
+            }]
+        );
+        assert_eq!(i.status, Status::Valid);
+        let text = render_text(&i);
+        assert!(
+            text.contains(
+                "Expires at:       out of range: 9223372036854775807 is after \
+                 9999-12-30T22:00:00Z, the last date shown here"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("in practice it never expires"), "{text}");
+        assert!(!text.contains("no exp claim"), "{text}");
+        let json = serde_json::to_value(&i).unwrap();
+        assert_eq!(
+            json["out_of_range"],
+            json!([{"claim": "exp", "seconds": i64::MAX, "beyond": "after"}])
+        );
+
+        // Long before the first date: expired, not valid.
+        let t = token(json!({"exp": i64::MIN, "iat": IAT}));
+        let i = explain(&t, at(IAT));
+        assert_eq!(i.status, Status::Expired);
+        let text = render_text(&i);
+        assert!(
+            text.contains("out of range: -9223372036854775808 is before"),
+            "{text}"
+        );
+        assert!(
+            text.contains("It expired before any date shown here"),
+            "{text}"
+        );
+
+        // A far warnafter never makes the token stale; a far nbf keeps it not yet valid.
+        let t = token(json!({"exp": IAT + 600, "iat": IAT, "nbf": i64::MAX,
+                             "kubernetes.io": {"warnafter": i64::MAX}}));
+        let i = explain(&t, at(IAT + 60));
+        assert_eq!(i.status, Status::NotYetValid);
+        let text = render_text(&i);
+        assert!(
+            text.contains("Not before:       out of range: 9223372036854775807"),
+            "{text}"
+        );
+        assert!(text.contains("Warn after:       out of range"), "{text}");
+        assert!(
+            text.contains("The nbf claim: 9223372036854775807 is after"),
+            "{text}"
+        );
     }
 
     #[test]

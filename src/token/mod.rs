@@ -1,6 +1,7 @@
 //! Service account tokens as data: claim sets, decoding without a key, the kubelet's refresh rule
 //! and `inspect`'s explanation. Pure: no I/O, no clock reads (callers pass `now`).
 
+pub mod claim_time;
 pub mod claims;
 pub mod decode;
 pub mod explain;
