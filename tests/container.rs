@@ -199,6 +199,21 @@ fn image_runs_version_and_emulate_as_non_root() {
         inspected.contains("system:serviceaccount:default:default"),
         "{inspected}"
     );
+    // The compose health check's command, by its absolute path (no shell, no PATH lookup).
+    let probed = run(Command::new("docker").args([
+        "exec",
+        &name,
+        BINARY_IN_IMAGE,
+        "probe",
+        "--dir",
+        "/projected",
+    ]));
+    assert!(probed.status.success(), "{}", text(&probed));
+    assert!(
+        text(&probed).starts_with("/projected: ready"),
+        "{}",
+        text(&probed)
+    );
     let id = run(Command::new("docker").args(["exec", &name, "projected-token", "--version"]));
     assert!(id.status.success());
     let stat = run(Command::new("docker").args(["top", &name]));
