@@ -78,6 +78,9 @@ pub enum Command {
     /// Drive a running emulator (admin token required): rotate tokens now, rotate the signing
     /// key, revoke a pod, simulate an outage, change token lifetimes.
     Ctl(CtlArgs),
+    /// Exit 0 when a projected directory holds a usable token (and/or a URL such as the API's
+    /// /readyz answers 2xx), else 1 with the reason: a health check for images without a shell.
+    Probe(ProbeArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -540,6 +543,49 @@ pub struct WatchArgs {
     /// How often to look when polling (with --poll, or when inotify is unavailable; e.g. 500ms).
     #[arg(long, env = "PROJECTED_TOKEN_WATCH_POLL_INTERVAL", default_value = "1s", value_parser = duration::parse_positive)]
     pub poll_interval: jiff::SignedDuration,
+}
+
+// Its own `PROJECTED_TOKEN_PROBE_*` variables: a health check runs with the environment of the
+// container it checks, whose `PROJECTED_TOKEN_DIR` may mean something else (e.g. with --pod).
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("probed").required(true).multiple(true).args(["dir", "url"])))]
+pub struct ProbeArgs {
+    /// A projected directory: ready when `..data` resolves, no name dangles, `ca.crt` and
+    /// `namespace` (where present) are readable files, and the token decodes as a JWT whose
+    /// `exp` has not passed.
+    #[arg(long, env = "PROJECTED_TOKEN_PROBE_DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// Path of the token inside --dir (a projected volume's `serviceAccountToken.path`).
+    #[arg(
+        long,
+        env = "PROJECTED_TOKEN_PROBE_TOKEN_PATH",
+        default_value = "token"
+    )]
+    pub token_path: String,
+
+    /// An http(s) URL to GET, e.g. https://127.0.0.1:6443/readyz or the sidecar's
+    /// http://127.0.0.1:9090/readyz: ready on a 2xx answer (redirects are not followed).
+    #[arg(long, env = "PROJECTED_TOKEN_PROBE_URL", value_parser = parse_probe_url)]
+    pub url: Option<reqwest::Url>,
+
+    /// CA certificate (PEM) to trust for an https --url (e.g. the projected ca.crt); without it,
+    /// the platform's roots.
+    #[arg(long, env = "PROJECTED_TOKEN_PROBE_CA", requires = "url")]
+    pub ca: Option<PathBuf>,
+
+    /// Give up (exit 1) after this long, whatever hangs (a FIFO, a dead mount, a silent server).
+    #[arg(long, env = "PROJECTED_TOKEN_PROBE_TIMEOUT", default_value = "3s", value_parser = duration::parse_positive)]
+    pub timeout: jiff::SignedDuration,
+}
+
+fn parse_probe_url(text: &str) -> Result<reqwest::Url, String> {
+    let url = reqwest::Url::parse(text)
+        .map_err(|e| format!("not a URL ({e}); e.g. https://127.0.0.1:6443/readyz"))?;
+    match url.scheme() {
+        "http" | "https" => Ok(url),
+        other => Err(format!("the scheme must be http or https, not {other}")),
+    }
 }
 
 /// How our commands reach a running emulator: its URL, the CA to trust, the admin token.

@@ -12,13 +12,17 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const IMAGE: &str = "projected-token:latest";
+/// Where the image has the binary (the compose health checks name it: no PATH lookup needed).
+const BINARY_IN_IMAGE: &str = "/usr/local/bin/projected-token";
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn static_binary() -> PathBuf {
-    repo().join("target/image/rootfs/usr/local/bin/projected-token")
+    repo()
+        .join("target/image/rootfs")
+        .join(BINARY_IN_IMAGE.trim_start_matches('/'))
 }
 
 fn run(command: &mut Command) -> Output {
@@ -195,6 +199,21 @@ fn image_runs_version_and_emulate_as_non_root() {
         inspected.contains("system:serviceaccount:default:default"),
         "{inspected}"
     );
+    // The compose health check's command, by its absolute path (no shell, no PATH lookup).
+    let probed = run(Command::new("docker").args([
+        "exec",
+        &name,
+        BINARY_IN_IMAGE,
+        "probe",
+        "--dir",
+        "/projected",
+    ]));
+    assert!(probed.status.success(), "{}", text(&probed));
+    assert!(
+        text(&probed).starts_with("/projected: ready"),
+        "{}",
+        text(&probed)
+    );
     let id = run(Command::new("docker").args(["exec", &name, "projected-token", "--version"]));
     assert!(id.status.success());
     let stat = run(Command::new("docker").args(["top", &name]));
@@ -220,12 +239,21 @@ fn assert_real_flags(service: &serde_json::Value) {
         .iter()
         .map(|a| a.as_str().expect("string arguments"))
         .collect();
+    assert_real_subcommand_flags(&args);
+}
+
+/// `args` is a subcommand and flags it has.
+fn assert_real_subcommand_flags(args: &[&str]) {
     let help = run(Command::new(common::BIN).args([args[0], "--help"]));
+    assert!(help.status.success(), "`{}` is not a subcommand", args[0]);
     let help = text(&help);
     for arg in &args[1..] {
+        if !arg.starts_with("--") {
+            continue; // a value
+        }
         let flag = arg.split('=').next().unwrap_or(arg);
         assert!(
-            flag.starts_with("--") && help.contains(&format!("{flag} "))
+            help.contains(&format!("{flag} "))
                 || help.contains(&format!("{flag}\n"))
                 || help.contains(&format!("{flag} <")),
             "{flag} is not a flag of `{}`",
@@ -234,16 +262,48 @@ fn assert_real_flags(service: &serde_json::Value) {
     }
 }
 
+/// A writer's health check is `probe --dir` of the volume it writes, run by absolute path (no
+/// shell in the image), and the app waits for it.
+fn assert_app_waits_for_a_healthy_writer(file: &str, compose: &serde_json::Value, writer: &str) {
+    let check = &compose["services"][writer]["healthcheck"];
+    let test: Vec<&str> = check["test"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{file}: {writer} has a healthcheck test list"))
+        .iter()
+        .map(|a| a.as_str().expect("string arguments"))
+        .collect();
+    assert_eq!(
+        test[..3],
+        ["CMD", BINARY_IN_IMAGE, "probe"],
+        "{file}: {writer}'s healthcheck"
+    );
+    assert_real_subcommand_flags(&test[2..]);
+    assert!(
+        test.windows(2).any(|w| w == ["--dir", "/projected"]),
+        "{file}: {test:?}"
+    );
+    for field in ["interval", "timeout", "retries", "start_period"] {
+        assert!(
+            !check[field].is_null(),
+            "{file}: {writer}'s healthcheck sets {field}"
+        );
+    }
+    assert_eq!(
+        compose["services"]["app"]["depends_on"][writer]["condition"], "service_healthy",
+        "{file}: the app starts once {writer} is healthy"
+    );
+}
+
 #[test]
 fn compose_files_validate() {
     const MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-    for (file, writer) in [
+    for (file, writer_name) in [
         ("docker-compose.yaml", "emulator"),
         ("docker-compose.cluster.yaml", "sidecar"),
     ] {
         let compose = compose_file(file);
         let services = &compose["services"];
-        let writer = &services[writer];
+        let writer = &services[writer_name];
         assert_real_flags(writer);
         assert!(
             writer["volumes"]
@@ -271,8 +331,19 @@ fn compose_files_validate() {
             "{file}"
         );
         assert!(compose["volumes"]["serviceaccount"].is_object(), "{file}");
+        assert_app_waits_for_a_healthy_writer(file, &compose, writer_name);
     }
     let emulated = compose_file("docker-compose.yaml");
+    // The API is published for `ctl`/`check` on the host, on its loopback only.
+    let ports = emulated["services"]["emulator"]["ports"]
+        .as_array()
+        .expect("the emulator publishes its port");
+    assert!(!ports.is_empty());
+    for port in ports {
+        let port = port.as_str().expect("short syntax");
+        assert!(port.starts_with("127.0.0.1:"), "{port} is loopback only");
+        assert!(port.ends_with(":6443"), "{port} is the API's");
+    }
     assert_eq!(
         emulated["services"]["app"]["environment"]["KUBERNETES_SERVICE_HOST"],
         "emulator"
@@ -317,6 +388,10 @@ fn compose_files_validate() {
 /// `docker-compose down -v` of a project, however the test ends.
 struct Project {
     name: String,
+    /// The host's loopback port the emulator's API is published on (`API_PORT`).
+    api_port: u16,
+    /// A compose file merged over the example (`-f`), for what only the test changes.
+    overrides: Option<PathBuf>,
 }
 
 impl Project {
@@ -329,10 +404,32 @@ impl Project {
                 "-f",
                 "examples/docker-compose/docker-compose.yaml",
             ])
+            .args(
+                self.overrides
+                    .iter()
+                    .flat_map(|file| [Path::new("-f"), file.as_path()]),
+            )
             .args(args)
             .current_dir(repo())
-            .env("TOKEN_LIFETIME", "3");
+            .env("TOKEN_LIFETIME", "3")
+            .env("API_PORT", self.api_port.to_string());
         command
+    }
+
+    /// The id of a service's container.
+    fn container(&self, service: &str) -> String {
+        let out = run(&mut self.compose(&["ps", "-q", service]));
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        assert!(!id.is_empty(), "no {service} container: {}", text(&out));
+        id
+    }
+
+    /// `docker inspect -f FORMAT` of a service's container.
+    fn inspect(&self, service: &str, format: &str) -> String {
+        let out =
+            run(Command::new("docker").args(["inspect", "-f", format, &self.container(service)]));
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     fn leftovers(&self) -> String {
@@ -354,6 +451,14 @@ impl Drop for Project {
     }
 }
 
+/// A loopback port free right now (Docker binds it a moment later).
+fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
 #[test]
 fn compose_up_app_authenticates_in_cluster_and_check_passes() {
     if let Some(why) = docker_missing() {
@@ -369,11 +474,39 @@ fn compose_up_app_authenticates_in_cluster_and_check_passes() {
         return;
     }
     images().expect("images build");
+    // The emulator starts on 2% of a core, as on a slow or busy machine: its first token takes
+    // seconds instead of milliseconds, so an app started before it is written surely fails (it
+    // exits 2 without ca.crt, and `restart: on-failure` starts it again: without the health
+    // check, the app restarted at every run).
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let slow_start = scratch.path().join("slow-start.yaml");
+    std::fs::write(&slow_start, "services:\n  emulator:\n    cpus: 0.02\n").expect("override");
     let project = Project {
         name: format!("projected-token-test-{}", std::process::id()),
+        api_port: free_loopback_port(),
+        overrides: Some(slow_start),
     };
+    // Returns once the emulator's health check passed and the app was started after it.
     let up = run(&mut project.compose(&["up", "-d"]));
     assert!(up.status.success(), "{}", text(&up));
+    // The app never exited: it found ca.crt and token at its first read.
+    let app_state = "{{.RestartCount}} {{.State.Status}} {{.State.ExitCode}}";
+    let started = project.inspect("app", app_state);
+    let early_logs = text(&run(&mut project.compose(&["logs", "--no-color", "app"])));
+    assert_eq!(started, "0 running 0", "the app at start: {early_logs}");
+    assert_eq!(
+        project.inspect("emulator", "{{.State.Health.Status}}"),
+        "healthy"
+    );
+    // The rest at full speed.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let full_speed = run(Command::new("docker").args([
+        "update",
+        "--cpus",
+        &cores.to_string(),
+        &project.container("emulator"),
+    ]));
+    assert!(full_speed.status.success(), "{}", text(&full_speed));
 
     // The app's requests succeed with a few rotated tokens: ~2.4 s per rotation.
     let logs = wait_until(
@@ -395,6 +528,13 @@ fn compose_up_app_authenticates_in_cluster_and_check_passes() {
         },
     );
     assert!(!logs.contains("failed:"), "{logs}");
+    // Its only exit message (`token-client: ...`) is never printed while it runs.
+    assert!(!logs.contains("token-client:"), "{logs}");
+    assert_eq!(
+        project.inspect("app", app_state),
+        "0 running 0",
+        "the app later"
+    );
 
     let check = run(&mut project.compose(&[
         "exec",
@@ -419,6 +559,57 @@ fn compose_up_app_authenticates_in_cluster_and_check_passes() {
         .unwrap_or_else(|e| panic!("check --output json: {e}: {report}"));
     assert_eq!(report["within_bounds"], true);
     assert_eq!(report["clients"], 1, "the app is the one client");
+
+    // From the host, as the compose file's comment says: the CA and the admin token copied out,
+    // the published port, the certificate verified for localhost and 127.0.0.1.
+    let host = tempfile::tempdir().expect("temp dir");
+    let emulator = project.container("emulator");
+    let ca = host.path().join("ca.crt");
+    let token = host.path().join("admin.token");
+    for (from, to, follow) in [
+        ("/projected/ca.crt", &ca, true),
+        ("/tmp/admin-token", &token, false),
+    ] {
+        let mut cp = Command::new("docker");
+        cp.arg("cp");
+        if follow {
+            cp.arg("-L");
+        }
+        let out = run(cp.arg(format!("{emulator}:{from}")).arg(to));
+        assert!(out.status.success(), "docker cp {from}: {}", text(&out));
+    }
+    let connection = |server: &str| {
+        [
+            "--server".to_owned(),
+            server.to_owned(),
+            "--ca".to_owned(),
+            ca.display().to_string(),
+            "--token-file".to_owned(),
+            token.display().to_string(),
+        ]
+    };
+    let status = run(Command::new(common::BIN)
+        .args(["ctl", "status"])
+        .args(connection(&format!(
+            "https://localhost:{}",
+            project.api_port
+        ))));
+    assert!(
+        status.status.success(),
+        "ctl status from the host: {}",
+        text(&status)
+    );
+    let check = run(Command::new(common::BIN)
+        .args(["check", "--max-reload-delay", "1s"])
+        .args(connection(&format!(
+            "https://127.0.0.1:{}",
+            project.api_port
+        ))));
+    assert!(
+        check.status.success(),
+        "check from the host: {}",
+        text(&check)
+    );
 
     let down = run(&mut project.compose(&["down", "-v"]));
     assert!(down.status.success(), "{}", text(&down));

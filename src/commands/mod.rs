@@ -8,6 +8,7 @@ pub mod ctl;
 pub mod emulate;
 pub mod inspect;
 pub mod kubeconfig_out;
+pub mod probe;
 pub mod serve;
 pub mod setup;
 pub mod sidecar;
@@ -52,32 +53,12 @@ pub fn run(cli: Cli) -> ExitCode {
     init_logging(cli.log_format);
     // One crypto provider for the whole process, installed before any TLS object is built.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(err) => {
-            eprintln!("error: cannot start the async runtime: {err}");
-            return ExitCode::from(1);
-        }
+    let result = match cli.command {
+        // Its own thread and runtime, left behind at its deadline: dropping a runtime waits for
+        // its blocking threads, and a probe must return in time whatever blocks.
+        Command::Probe(args) => probe::run(args),
+        command => run_async(command),
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Emulate(args) => emulate::run(*args).await,
-            Command::Inspect(args) => inspect::run(&args).await,
-            Command::Serve(args) => serve::run(*args).await,
-            Command::Sidecar(args) => sidecar::run(*args).await,
-            Command::Check(args) => check::run(&args).await,
-            Command::Watch(args) => watch::run(args).await,
-            Command::Ctl(args) => ctl::run(&args).await,
-        }
-    });
-    // Dropping the runtime would wait for every blocking task, for ever if one is stuck in a
-    // read that never returns (a file system that does not answer): the command is done, so
-    // give them a moment and exit. What must finish (writes, hooks) was awaited above.
-    runtime.shutdown_timeout(BLOCKING_TASKS_AT_EXIT);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -85,6 +66,32 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::from(err.exit_code)
         }
     }
+}
+
+fn run_async(command: Command) -> Result<(), CommandError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| CommandError::failure(format!("cannot start the async runtime: {e}")))?;
+    let result = runtime.block_on(async {
+        match command {
+            Command::Emulate(args) => emulate::run(*args).await,
+            Command::Inspect(args) => inspect::run(&args).await,
+            Command::Serve(args) => serve::run(*args).await,
+            Command::Sidecar(args) => sidecar::run(*args).await,
+            Command::Check(args) => check::run(&args).await,
+            Command::Watch(args) => watch::run(args).await,
+            Command::Ctl(args) => ctl::run(&args).await,
+            // `run` takes it first; here it would still return in time (its thread is its own).
+            Command::Probe(args) => probe::run(args),
+        }
+    });
+    // Dropping the runtime would wait for every blocking task, for ever if one is stuck in a
+    // read that never returns (a file system that does not answer): the command is done, so
+    // give them a moment and exit. What must finish (writes, hooks) was awaited above.
+    runtime.shutdown_timeout(BLOCKING_TASKS_AT_EXIT);
+    result
 }
 
 /// Our INFO lines by default.

@@ -5,6 +5,7 @@
 //! a token rotation, a payload update without a new token, a broken layout, a recovery. The
 //! tracker and the rendering are pure: snapshots and `now` are passed in.
 
+pub mod readiness;
 pub mod snapshot;
 
 use std::collections::BTreeMap;
