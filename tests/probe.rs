@@ -238,7 +238,8 @@ fn a_fifo_in_the_volume_never_hangs_the_probe() {
         format!("error: {dir_arg} not ready: token is a FIFO, not a regular file")
     );
 
-    // A FIFO as ca.crt: not read either, and the client could not read it.
+    // A FIFO as ca.crt: not read either (the snapshot says what it is), and the client could
+    // not read it.
     std::fs::remove_file(version.join("token")).expect("rm fifo");
     std::fs::write(version.join("token"), &token).expect("token back");
     std::fs::remove_file(version.join("ca.crt")).expect("rm ca.crt");
@@ -246,7 +247,7 @@ fn a_fifo_in_the_volume_never_hangs_the_probe() {
     let ca = probe(&["--dir", dir_arg]);
     assert_eq!(ca.code, 1, "{}", ca.stderr);
     assert!(
-        ca.stderr.contains("ca.crt is not a readable file"),
+        ca.stderr.contains("ca.crt is a FIFO, not a regular file"),
         "{}",
         ca.stderr
     );
