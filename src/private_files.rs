@@ -56,9 +56,8 @@ fn file_type_name(metadata: &std::fs::Metadata) -> &'static str {
     }
 }
 
-/// A secret file of ours may be read back only if it is a regular file of this user that
-/// nobody else can read or write.
-fn check_private(metadata: &std::fs::Metadata) -> Result<(), PrivateFileError> {
+/// A file of ours must be a regular file this user owns.
+fn check_own_regular(metadata: &std::fs::Metadata) -> Result<(), PrivateFileError> {
     if !metadata.is_file() {
         return Err(PrivateFileError::NotRegular {
             found: file_type_name(metadata),
@@ -71,6 +70,13 @@ fn check_private(metadata: &std::fs::Metadata) -> Result<(), PrivateFileError> {
             user,
         });
     }
+    Ok(())
+}
+
+/// A secret file of ours may be read back only if it is a regular file of this user that
+/// nobody else can read or write.
+fn check_private(metadata: &std::fs::Metadata) -> Result<(), PrivateFileError> {
+    check_own_regular(metadata)?;
     let mode = metadata.mode() & 0o7777;
     if mode & 0o077 != 0 {
         return Err(PrivateFileError::NotPrivate { mode });
@@ -193,19 +199,7 @@ pub fn open_append(path: &Path) -> Result<File, PrivateFileError> {
                 PrivateFileError::Io(e)
             }
         })?;
-    let metadata = file.metadata()?;
-    if !metadata.is_file() {
-        return Err(PrivateFileError::NotRegular {
-            found: file_type_name(&metadata),
-        });
-    }
-    let user = rustix::process::geteuid().as_raw();
-    if metadata.uid() != user {
-        return Err(PrivateFileError::NotOwned {
-            owner: metadata.uid(),
-            user,
-        });
-    }
+    check_own_regular(&file.metadata()?)?;
     Ok(file)
 }
 
