@@ -120,6 +120,41 @@ fn kubectl_create_token_and_auth_whoami() {
         user["extra"]["authentication.kubernetes.io/credential-id"],
         serde_json::json!([format!("JTI={jti}")])
     );
+    // `get` shows the service accounts and pods tokens are bound to, as in a cluster.
+    let accounts = run(admin.trim(), &["get", "serviceaccounts", "-A"]);
+    let rows: Vec<Vec<&str>> = accounts
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows.first().map(Vec::as_slice),
+        Some(&["NAMESPACE", "NAME", "SECRETS", "AGE"][..]),
+        "{accounts}"
+    );
+    assert!(
+        rows.iter().any(|r| r[..2] == ["ci", "builder"]),
+        "{accounts}"
+    );
+    assert!(
+        rows.iter().any(|r| r[..2] == ["default", "default"]),
+        "{accounts}"
+    );
+    let pods = run(admin.trim(), &["get", "pods", "-o", "wide"]);
+    assert!(
+        pods.lines().any(|l| l.starts_with("emulated-pod ")
+            && l.contains("Running")
+            && l.contains("emulated-node")),
+        "{pods}"
+    );
+    let resources = run(admin.trim(), &["api-resources", "--api-group="]);
+    assert!(
+        resources.lines().any(|l| l.starts_with("serviceaccounts ")),
+        "{resources}"
+    );
+    assert!(
+        resources.lines().any(|l| l.starts_with("pods ")),
+        "{resources}"
+    );
     // The projected token of the emulated pod works for kubectl too.
     let projected = std::fs::read_to_string(emulator.dir.join("token")).expect("token");
     let whoami = run(&projected, &["auth", "whoami"]);

@@ -516,6 +516,135 @@ async fn declared_objects_without_auto_creation() {
     );
 }
 
+/// `kubectl get sa` / `get pods`: the declared and auto-created objects are listed and got, as
+/// JSON or as kubectl's Table, by the admin only.
+#[tokio::test]
+async fn service_accounts_and_pods_are_listed_and_got_by_the_admin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let objects = tmp.path().join("objects.yaml");
+    let declared = OBJECTS.replace(
+        "  uid: 5b1c3b1e-0a0e-4a59-9c43-2f0f5f6c1a01",
+        "  uid: 5b1c3b1e-0a0e-4a59-9c43-2f0f5f6c1a01\n  creationTimestamp: \"2026-01-02T03:04:05Z\"",
+    );
+    std::fs::write(&objects, declared).unwrap();
+    let server = start_serve(tmp.path(), &[&format!("--objects={}", objects.display())]);
+    let admin = Some(server.admin_token.as_str());
+    // A second service account, created on first use by a TokenRequest.
+    let builder_token = server.issue("ci", "builder", json!({})).await;
+
+    let reply = server.get("/api/v1/serviceaccounts", admin).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let list = reply.json();
+    assert_eq!(list["kind"], "ServiceAccountList");
+    let names: Vec<(String, String)> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            let m = &i["metadata"];
+            (
+                m["namespace"].as_str().unwrap_or("").to_owned(),
+                m["name"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("ci".to_owned(), "builder".to_owned()),
+            ("ns".to_owned(), "app".to_owned())
+        ]
+    );
+    // The declared creationTimestamp is kept; the auto-created one is dated when it was made.
+    assert_eq!(
+        list["items"][1]["metadata"]["creationTimestamp"],
+        "2026-01-02T03:04:05Z"
+    );
+    assert_eq!(list["items"][1]["metadata"]["uid"], SA_UID);
+    let made = timestamp(&list["items"][0]["metadata"]["creationTimestamp"]);
+    assert!(
+        (Timestamp::now() - made).get_seconds().abs() < 300,
+        "{made}"
+    );
+
+    let one = server
+        .get("/api/v1/namespaces/ns/serviceaccounts/app", admin)
+        .await;
+    assert_eq!(one.status, 200, "{}", one.text);
+    assert_eq!(one.json()["kind"], "ServiceAccount");
+    assert_eq!(one.json()["metadata"]["uid"], SA_UID);
+    let in_ns = server
+        .get("/api/v1/namespaces/ci/serviceaccounts", admin)
+        .await;
+    assert_eq!(in_ns.json()["items"].as_array().map(Vec::len), Some(1));
+    let missing = server
+        .get("/api/v1/namespaces/ns/serviceaccounts/ghost", admin)
+        .await;
+    assert_eq!(
+        missing.assert_status(404, "NotFound"),
+        "serviceaccounts \"ghost\" not found"
+    );
+
+    // Pods: the declared one, with its node; a field selector on the node.
+    let pods = server
+        .get(
+            "/api/v1/namespaces/ns/pods?fieldSelector=spec.nodeName%3Dworker-1",
+            admin,
+        )
+        .await;
+    assert_eq!(pods.status, 200, "{}", pods.text);
+    let pods = pods.json();
+    assert_eq!(pods["kind"], "PodList");
+    assert_eq!(pods["items"][0]["metadata"]["uid"], POD_UID);
+    assert_eq!(pods["items"][0]["spec"]["serviceAccountName"], "app");
+    assert_eq!(pods["items"][0]["status"]["phase"], "Running");
+    let none = server
+        .get("/api/v1/pods?fieldSelector=spec.nodeName%3Dworker-2", admin)
+        .await;
+    assert_eq!(none.json()["items"], json!([]));
+    let bad = server
+        .get("/api/v1/pods?fieldSelector=spec.hostNetwork%3Dtrue", admin)
+        .await;
+    assert_eq!(
+        bad.assert_status(400, "BadRequest"),
+        "field label not supported: spec.hostNetwork"
+    );
+
+    // What kubectl asks for: a Table with upstream's columns.
+    let table = server
+        .client
+        .get(format!("{}/api/v1/namespaces/ns/pods/web-0", server.url))
+        .bearer_auth(&server.admin_token)
+        .header(
+            "accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        )
+        .send()
+        .await
+        .expect("table request");
+    assert_eq!(table.status().as_u16(), 200);
+    let table: Value = table.json().await.expect("table JSON");
+    assert_eq!(table["kind"], "Table");
+    assert_eq!(table["columnDefinitions"][0]["name"], "Name");
+    assert_eq!(table["rows"][0]["cells"][0], "web-0");
+    assert_eq!(table["rows"][0]["cells"][6], "worker-1");
+    assert_eq!(table["rows"][0]["object"]["metadata"]["uid"], POD_UID);
+
+    // A service account may not read them, as under upstream's default RBAC.
+    let forbidden = server
+        .get(
+            "/api/v1/namespaces/ci/serviceaccounts",
+            Some(&builder_token),
+        )
+        .await;
+    assert_eq!(
+        forbidden.assert_status(403, "Forbidden"),
+        "serviceaccounts is forbidden: User \"system:serviceaccount:ci:builder\" cannot list resource \"serviceaccounts\" in API group \"\" in the namespace \"ci\""
+    );
+    let anonymous = server.get("/api/v1/pods", None).await;
+    assert_eq!(anonymous.status, 401, "{}", anonymous.text);
+}
+
 #[tokio::test]
 async fn token_creation_is_for_the_admin_unless_allowed() {
     let tmp = tempfile::tempdir().unwrap();

@@ -53,8 +53,11 @@ pub fn document(path: &str) -> Option<Value> {
             "kind": "APIResourceList",
             "groupVersion": "v1",
             "resources": [
+                {"name": "pods", "singularName": "pod", "namespaced": true,
+                 "kind": "Pod", "verbs": ["delete", "get", "list"], "shortNames": ["po"],
+                 "categories": ["all"]},
                 {"name": "serviceaccounts", "singularName": "serviceaccount", "namespaced": true,
-                 "kind": "ServiceAccount", "verbs": [], "shortNames": ["sa"]},
+                 "kind": "ServiceAccount", "verbs": ["get", "list"], "shortNames": ["sa"]},
                 {"name": "serviceaccounts/token", "singularName": "", "namespaced": true,
                  "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest",
                  "verbs": ["create"]},

@@ -11,6 +11,7 @@ pub mod discovery;
 pub mod idle;
 pub mod ledger;
 pub mod metrics;
+pub mod object_reads;
 pub mod outage;
 pub mod protobuf;
 pub mod server;

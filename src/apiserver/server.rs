@@ -26,6 +26,7 @@ use super::controls::{self, Projector};
 use super::discovery;
 use super::ledger::{Ledger, Rejection, Rotation, TokenUse};
 use super::metrics::{self, Metrics};
+use super::object_reads;
 use super::outage::{OutageMode, OutageSwitch};
 use super::protobuf::{self, BodyError};
 use super::status::ApiError;
@@ -82,7 +83,24 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route(
             "/api/v1/namespaces/{namespace}/pods/{name}",
-            axum::routing::delete(delete_pod),
+            get(object_reads::get_pod).delete(delete_pod),
+        )
+        .route("/api/v1/pods", get(object_reads::list_all_pods))
+        .route(
+            "/api/v1/namespaces/{namespace}/pods",
+            get(object_reads::list_pods),
+        )
+        .route(
+            "/api/v1/serviceaccounts",
+            get(object_reads::list_all_service_accounts),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/serviceaccounts",
+            get(object_reads::list_service_accounts),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/serviceaccounts/{name}",
+            get(object_reads::get_service_account),
         )
         .route(
             "/.well-known/openid-configuration",
@@ -154,7 +172,7 @@ pub struct RequestContext {
     user_agent: Option<String>,
     source_ip: Option<String>,
     caller: Option<Caller>,
-    object_ref: Option<audit::ObjectReference>,
+    pub(super) object_ref: Option<audit::ObjectReference>,
     pub(super) annotations: BTreeMap<String, String>,
     /// `Warning` header texts for the response.
     warnings: Vec<String>,

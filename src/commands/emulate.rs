@@ -55,7 +55,8 @@ pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
             "planned the pods"
         );
     }
-    let objects = Arc::new(Mutex::new(load_objects(&args.server)?));
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let objects = Arc::new(Mutex::new(load_objects(&args.server, clock.clone())?));
     register_pods(&mut lock(&objects), &volumes, &loaded);
     print_summary(
         &args,
@@ -66,7 +67,6 @@ pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
     );
 
     let keys = key_ring(&loaded)?;
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // Changeable at run time through the API's lifetime control.
     let lifetime = LifetimeOverride::new(args.expiration_seconds);
     let mut source = LocalIssuerSource::new(keys.clone(), clock.clone(), lifetime.clone(), {

@@ -12,9 +12,9 @@ pub async fn run(args: ServeArgs) -> Result<(), CommandError> {
     let shutdown = shutdown_signal()?;
     let listeners = bind_listeners(&args.server)?;
     let loaded = load_issuer(&args.issuer).await?;
-    let objects = Arc::new(Mutex::new(load_objects(&args.server)?));
-    let keys = key_ring(&loaded)?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let objects = Arc::new(Mutex::new(load_objects(&args.server, clock.clone())?));
+    let keys = key_ring(&loaded)?;
     let api = start_api(
         &loaded,
         keys,

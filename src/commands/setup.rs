@@ -260,9 +260,9 @@ fn issuer_config(args: &IssuerArgs) -> Result<IssuerConfig, CommandError> {
     Ok(config)
 }
 
-/// The object store from `--objects` and `--no-auto-create`.
-pub fn load_objects(args: &ServerArgs) -> Result<ObjectStore, CommandError> {
-    let mut store = ObjectStore::new(!args.no_auto_create);
+/// The object store from `--objects` and `--no-auto-create`; `clock` dates what it stores.
+pub fn load_objects(args: &ServerArgs, clock: Arc<dyn Clock>) -> Result<ObjectStore, CommandError> {
+    let mut store = ObjectStore::new(!args.no_auto_create).with_clock(clock);
     if let Some(path) = &args.objects {
         let text = read_text("--objects", path)?;
         store

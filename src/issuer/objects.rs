@@ -5,14 +5,18 @@
 //! first use (the default, convenient for tests; `--no-auto-create` turns it off). Every stored
 //! name is one kube-apiserver would accept (a DNS-1123 label for a namespace, a DNS-1123 subdomain
 //! for the objects): manifests with other names are refused, and a lookup of such a name finds
-//! nothing and creates nothing, as no such object can exist upstream. Pure data: no I/O, no
-//! clock; the caller parses files and supplies random uids.
+//! nothing and creates nothing, as no such object can exist upstream. Pure data: no I/O; the
+//! caller parses files, supplies random uids and, for creation timestamps, a clock.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use jiff::Timestamp;
 
 use k8s_openapi::api::core::v1::{Node, Pod, Secret, ServiceAccount};
 use serde::Deserialize;
 
+use crate::clock::Clock;
 use crate::names::{check_namespace, check_object_name, is_dns1123_label, is_dns1123_subdomain};
 
 /// A namespaced object's identity.
@@ -64,10 +68,53 @@ fn ensure<K: std::hash::Hash + Eq, V>(
     }
 }
 
+/// Records when an object was first stored (its `creationTimestamp`), by uid, when there is a
+/// clock to ask. Kept apart from the objects so a lookup that finds one costs no clock read.
+#[derive(Default)]
+struct CreationTimes {
+    clock: Option<Arc<dyn Clock>>,
+    by_uid: HashMap<String, Timestamp>,
+}
+
+impl std::fmt::Debug for CreationTimes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.by_uid.iter()).finish()
+    }
+}
+
+impl CreationTimes {
+    /// Notes `uid` as created now unless it is known (no allocation when it is).
+    fn note(&mut self, uid: &str) {
+        if let Some(clock) = &self.clock {
+            if !self.by_uid.contains_key(uid) {
+                self.by_uid.insert(uid.to_owned(), clock.now());
+            }
+        }
+    }
+
+    fn set(&mut self, uid: &str, at: Timestamp) {
+        self.by_uid.insert(uid.to_owned(), at);
+    }
+
+    fn get(&self, uid: &str) -> Option<Timestamp> {
+        self.by_uid.get(uid).copied()
+    }
+}
+
+/// One stored object with its names and creation time, as the read API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed<'a, T> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub object: &'a T,
+    pub created: Option<Timestamp>,
+}
+
 /// The in-memory object store.
 #[derive(Debug, Default)]
 pub struct ObjectStore {
     auto_create: bool,
+    created: CreationTimes,
     service_accounts: HashMap<Key, StoredObject>,
     pods: HashMap<Key, StoredPod>,
     secrets: HashMap<Key, StoredObject>,
@@ -86,8 +133,50 @@ impl ObjectStore {
         }
     }
 
+    /// Objects stored from now on get their creation time from `clock`.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.created.clock = Some(clock);
+        self
+    }
+
     pub fn auto_create(&self) -> bool {
         self.auto_create
+    }
+
+    /// The service accounts of `namespace` (all namespaces: `None`), sorted by namespace and
+    /// name as upstream's storage lists them.
+    pub fn list_service_accounts(&self, namespace: Option<&str>) -> Vec<Listed<'_, StoredObject>> {
+        self.listed(&self.service_accounts, namespace, |o| &o.uid)
+    }
+
+    /// The pods of `namespace` (all namespaces: `None`), sorted by namespace and name.
+    pub fn list_pods(&self, namespace: Option<&str>) -> Vec<Listed<'_, StoredPod>> {
+        self.listed(&self.pods, namespace, |p| &p.uid)
+    }
+
+    /// When the object with `uid` was stored, if a clock or its manifest said.
+    pub fn created(&self, uid: &str) -> Option<Timestamp> {
+        self.created.get(uid)
+    }
+
+    fn listed<'a, T>(
+        &'a self,
+        map: &'a HashMap<Key, T>,
+        namespace: Option<&str>,
+        uid: impl Fn(&T) -> &String,
+    ) -> Vec<Listed<'a, T>> {
+        let mut listed: Vec<Listed<'a, T>> = map
+            .iter()
+            .filter(|((ns, _), _)| namespace.is_none_or(|wanted| wanted == ns))
+            .map(|((ns, name), object)| Listed {
+                namespace: ns,
+                name,
+                object,
+                created: self.created.get(uid(object)),
+            })
+            .collect();
+        listed.sort_by(|a, b| (a.namespace, a.name).cmp(&(b.namespace, b.name)));
+        listed
     }
 
     pub fn service_account(&self, namespace: &str, name: &str) -> Option<&StoredObject> {
@@ -115,12 +204,13 @@ impl ObjectStore {
         new_uid: impl FnOnce() -> String,
     ) -> Option<&StoredObject> {
         let create = self.auto_create && valid_namespaced(namespace, name);
-        ensure(
+        let found = ensure(
             &mut self.service_accounts,
             key(namespace, name),
             create,
             || StoredObject { uid: new_uid() },
-        )
+        );
+        found.inspect(|o| self.created.note(&o.uid))
     }
 
     /// The pod, created when missing, auto-creation is on and the names are valid: it runs as
@@ -136,11 +226,12 @@ impl ObjectStore {
         let create = self.auto_create
             && valid_namespaced(namespace, name)
             && is_dns1123_subdomain(service_account);
-        ensure(&mut self.pods, key(namespace, name), create, || StoredPod {
+        let found = ensure(&mut self.pods, key(namespace, name), create, || StoredPod {
             uid: uid(),
             service_account: service_account.to_owned(),
             node_name: None,
-        })
+        });
+        found.inspect(|p| self.created.note(&p.uid))
     }
 
     /// The secret, created when missing, auto-creation is on and the names are valid.
@@ -171,12 +262,14 @@ impl ObjectStore {
     /// Declares (or replaces) a service account. The `put_*` methods trust their caller to have
     /// checked the names (as `load_manifests` and `emulate`'s pods do).
     pub fn put_service_account(&mut self, namespace: &str, name: &str, uid: String) {
+        self.created.note(&uid);
         self.service_accounts
             .insert(key(namespace, name), StoredObject { uid });
     }
 
     /// Declares (or replaces) a pod.
     pub fn put_pod(&mut self, namespace: &str, name: &str, pod: StoredPod) {
+        self.created.note(&pod.uid);
         self.pods.insert(key(namespace, name), pod);
     }
 
@@ -286,11 +379,12 @@ impl ObjectStore {
                 .unwrap_or_else(new_uid);
             Ok((namespace, name, uid))
         }
-        match kind.as_str() {
+        let meta = match kind.as_str() {
             "ServiceAccount" => {
                 let sa: ServiceAccount = parse(&kind, object)?;
                 let (namespace, name, uid) = identity(&kind, &sa.metadata, new_uid)?;
-                self.put_service_account(&namespace, &name, uid);
+                self.put_service_account(&namespace, &name, uid.clone());
+                (uid, sa.metadata.creation_timestamp)
             }
             "Pod" => {
                 let pod: Pod = parse(&kind, object)?;
@@ -312,21 +406,24 @@ impl ObjectStore {
                     &namespace,
                     &name,
                     StoredPod {
-                        uid,
+                        uid: uid.clone(),
                         service_account,
                         node_name,
                     },
                 );
+                (uid, pod.metadata.creation_timestamp)
             }
             "Secret" => {
                 let secret: Secret = parse(&kind, object)?;
                 let (namespace, name, uid) = identity(&kind, &secret.metadata, new_uid)?;
-                self.put_secret(&namespace, &name, uid);
+                self.put_secret(&namespace, &name, uid.clone());
+                (uid, secret.metadata.creation_timestamp)
             }
             "Node" => {
                 let node: Node = parse(&kind, object)?;
                 let (_, name, uid) = identity(&kind, &node.metadata, new_uid)?;
-                self.put_node(&name, uid);
+                self.put_node(&name, uid.clone());
+                (uid, node.metadata.creation_timestamp)
             }
             "" => return Err("`kind` is missing".into()),
             other => {
@@ -334,6 +431,10 @@ impl ObjectStore {
                     "kind {other:?} is not kept by the emulator; give ServiceAccount, Pod, Secret or Node manifests"
                 ))
             }
+        };
+        // A manifest's own creationTimestamp wins over the time it was loaded.
+        if let (uid, Some(created)) = meta {
+            self.created.set(&uid, created.0);
         }
         Ok(())
     }
