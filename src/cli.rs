@@ -21,6 +21,12 @@ pub fn parse() -> Cli {
     Cli::parse()
 }
 
+/// The whole command tree as clap builds it: the source of `--help` and of the generated
+/// reference in `docs/commands/` (`tests/cli_docs.rs`).
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
 /// The names of the `PROJECTED_TOKEN_*` variables in `vars` whose value is empty.
 pub fn empty_variables(
     vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
@@ -40,7 +46,11 @@ pub fn empty_variables(
 #[command(
     name = "projected-token",
     version,
-    about = "Kubelet-style projected service account tokens anywhere: emulator, refresher, inspector"
+    about = "Kubelet-style projected service account tokens anywhere: emulator, refresher, inspector",
+    after_long_help = "Every flag also reads the PROJECTED_TOKEN_* variable shown with it; an empty \
+        variable means \"not set\". Every duration is read one way: a bare number is seconds (5), \
+        otherwise a number with units (500ms, 5s, 2m, 1m30s) or ISO 8601 (PT5S); ctl's durations \
+        must be whole seconds."
 )]
 pub struct Cli {
     /// Log line format.
@@ -62,24 +72,66 @@ pub enum Command {
     /// Issue tokens with an embedded issuer and project them into a directory as the kubelet does.
     Emulate(Box<EmulateArgs>),
     /// Explain a service account token (no key needed; `--jwks` also verifies its signature).
+    ///
+    /// Decodes any JWT without its key and explains it: claims, UTC times, lifetime, bound
+    /// object, whether it is a bound or a legacy token, and when a kubelet would refresh it. A
+    /// time claim past the dates shown (after 9999-12-30T22:00:00Z, e.g. `exp` = 2^63-1) is
+    /// printed as `out of range:` with its number, compared as later than any date (such a token
+    /// does not expire in practice) and listed in the JSON's `out_of_range`.
+    #[command(after_long_help = "Examples:
+  projected-token inspect ./serviceaccount/token          # a file
+  projected-token inspect - < token                       # standard input
+  projected-token inspect eyJhbGciOi...                   # the token itself
+  projected-token inspect --output json TOKEN             # for machines
+  projected-token inspect --jwks jwks.json TOKEN          # also verify the signature (file or URL)
+
+Exit status: 0 explained (and verified, with --jwks); 1 the signature does not verify; 2 a \
+            malformed token (the message says which part is wrong) or bad arguments.")]
     Inspect(InspectArgs),
     /// Serve the emulated kube-apiserver token API (TokenRequest, TokenReview, discovery, JWKS)
     /// over HTTPS, without projecting any volume.
     Serve(Box<ServeArgs>),
     /// Fetch the emulator's token usage and fail (exit 1) when a client used stale or replaced
     /// tokens beyond the bounds.
+    #[command(
+        after_long_help = "Exit status: 0 every client within the bounds; 1 a client broke a bound, \
+            no client used a token (unless --allow-no-clients), or the emulator could not be \
+            reached; 2 bad flags or files, or an admin token the emulator refuses."
+    )]
     Check(CheckArgs),
     /// Keep tokens from a real kube-apiserver (TokenRequest) fresh in a directory, as the kubelet
     /// does: a sidecar, init container (--once) or docker-compose service.
+    #[command(
+        after_long_help = "Signals: SIGHUP refreshes every token now; SIGTERM and SIGINT finish a write \
+            in progress and exit 0. With --once: exit 0 once every token is written, non-zero with \
+            the reason otherwise."
+    )]
     Sidecar(Box<SidecarArgs>),
     /// Watch a projected directory as client libraries do (inotify, following `..data` swaps;
     /// polling where inotify is unavailable) and print one line per token rotation.
+    #[command(
+        after_long_help = "Exit status: 0 at --count rotations, at --timeout without --count, or on \
+            SIGTERM/SIGINT; 1 when --timeout passes first with --count, with --strict after \
+            problems, or when standard output is closed; 2 bad arguments. --timeout and the \
+            signals end it even while a read is in progress (a file system that does not answer \
+            delays the exit by a second at most)."
+    )]
     Watch(WatchArgs),
     /// Drive a running emulator (admin token required): rotate tokens now, rotate the signing
     /// key, revoke a pod, simulate an outage, change token lifetimes.
+    #[command(
+        after_long_help = "Durations are whole seconds: 30, 30s, 10m, 1h, 1m30s (500ms is refused). \
+            Exit status: 0 done; 1 the server could not be reached or failed; 2 bad flags or \
+            files, a token the server refuses, or a request it rejects (an unknown pod, no outage \
+            to end, rotate under serve)."
+    )]
     Ctl(CtlArgs),
     /// Exit 0 when a projected directory holds a usable token (and/or a URL such as the API's
     /// /readyz answers 2xx), else 1 with the reason: a health check for images without a shell.
+    #[command(
+        after_long_help = "Exit status: 0 ready (one line per check); 1 not ready, or --timeout \
+            passed (one line saying why, naming the step); 2 bad arguments."
+    )]
     Probe(ProbeArgs),
 }
 
@@ -97,14 +149,15 @@ pub struct EmulateArgs {
     #[arg(long, env = "PROJECTED_TOKEN_DIR")]
     pub dir: PathBuf,
 
-    /// A Pod manifest (YAML or JSON, as `kubectl get pod -o yaml` prints it) whose projected volumes
-    /// are projected into `--dir/<volume-name>/`.
+    /// A Pod manifest (YAML or JSON, as `kubectl get pod -o yaml` prints it; at most 8 MiB) whose
+    /// projected volumes are projected into `--dir/<volume-name>/`, their tokens bound to that pod.
     #[arg(long, env = "PROJECTED_TOKEN_POD")]
     pub pod: Option<PathBuf>,
 
     /// Many pods, as one kubelet runs them: a directory of Pod manifests (`*.yaml`, `*.yml`,
-    /// `*.json`; one pod per file or several separated by `---`) or one such file. Each pod's
-    /// volumes go to `--dir/<namespace>/<pod-name>/<volume-name>/`, each with its own tokens.
+    /// `*.json`; one pod per file or several separated by `---`; `List`/`PodList` documents too)
+    /// or one such file. Each pod's volumes go to `--dir/<namespace>/<pod-name>/<volume-name>/`,
+    /// each with its own tokens and schedule.
     #[arg(long, env = "PROJECTED_TOKEN_PODS", conflicts_with_all = ["pod", "namespace", "pod_name", "service_account", "node_name"])]
     pub pods: Option<PathBuf>,
 
@@ -145,7 +198,8 @@ pub struct EmulateArgs {
 
     /// Emulator only: replace every token's lifetime with this many seconds (may go below 600,
     /// e.g. 2, so client tests see many rotations): projected tokens and those of the
-    /// TokenRequest API alike.
+    /// TokenRequest API alike (any requested lifetime is answered with this one and a
+    /// `Warning`). `ctl lifetime` changes it while the emulator runs.
     #[arg(long, env = "PROJECTED_TOKEN_EXPIRATION_SECONDS", value_parser = clap::value_parser!(i64).range(1..))]
     pub expiration_seconds: Option<i64>,
 
@@ -213,7 +267,8 @@ pub struct IssuerArgs {
     #[arg(long, env = "PROJECTED_TOKEN_ISSUER", default_value = crate::issuer::DEFAULT_ISSUER)]
     pub issuer: String,
 
-    /// API audiences (comma-separated); default: the issuer.
+    /// API audiences (comma-separated), as kube-apiserver's --api-audiences: the default audience
+    /// of a token, and the audiences the 3607-second extension accepts. Default: the issuer.
     #[arg(long, env = "PROJECTED_TOKEN_API_AUDIENCES", value_delimiter = ',')]
     pub api_audiences: Vec<String>,
 
