@@ -11,7 +11,7 @@ use std::sync::Arc;
 use aws_lc_rs::hmac;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use common::{mint, start_serve, write_key, ApiServer};
+use common::{start_serve, write_key, ApiServer, TokenSpec};
 use jiff::{SignedDuration, Timestamp};
 use projected_token::issuer::{KeyAlgorithm, SigningKey, DEFAULT_ISSUER};
 use projected_token::token::decode;
@@ -115,15 +115,7 @@ async fn unknown_kid() {
     let tmp = tempfile::tempdir().unwrap();
     let (server, _) = serve_with_key(tmp.path(), KeyAlgorithm::Es256);
     let other = Arc::new(SigningKey::generate(KeyAlgorithm::Es256).unwrap());
-    let token = mint(
-        &other,
-        ("ns", "app", SA_UID),
-        &[DEFAULT_ISSUER],
-        3600,
-        None,
-        false,
-        now(),
-    );
+    let token = TokenSpec::for_service_account("ns", "app", SA_UID).mint(&other);
     assert_rejected(&server, &token.token, "invalid signature, no keys found").await;
 }
 
@@ -200,26 +192,14 @@ async fn wrong_audience() {
 async fn expired() {
     let tmp = tempfile::tempdir().unwrap();
     let (server, key) = serve_with_key(tmp.path(), KeyAlgorithm::Es256);
-    let token = mint(
-        &key,
-        ("ns", "app", SA_UID),
-        &[DEFAULT_ISSUER],
-        3600,
-        None,
-        false,
-        now() - SignedDuration::from_secs(7200),
-    );
+    let token = TokenSpec::for_service_account("ns", "app", SA_UID)
+        .issued_at(now() - SignedDuration::from_secs(7200))
+        .mint(&key);
     assert_rejected(&server, &token.token, "service account token has expired").await;
     // Expired 30 s ago is within go-jose's 60 s leeway: still accepted.
-    let token = mint(
-        &key,
-        ("ns", "app", SA_UID),
-        &[DEFAULT_ISSUER],
-        3600,
-        None,
-        false,
-        now() - SignedDuration::from_secs(3630),
-    );
+    let token = TokenSpec::for_service_account("ns", "app", SA_UID)
+        .issued_at(now() - SignedDuration::from_secs(3630))
+        .mint(&key);
     assert_accepted(&server, &token.token).await;
 }
 
@@ -227,15 +207,9 @@ async fn expired() {
 async fn not_yet_valid() {
     let tmp = tempfile::tempdir().unwrap();
     let (server, key) = serve_with_key(tmp.path(), KeyAlgorithm::Es256);
-    let token = mint(
-        &key,
-        ("ns", "app", SA_UID),
-        &[DEFAULT_ISSUER],
-        3600,
-        None,
-        false,
-        now() + SignedDuration::from_secs(600),
-    );
+    let token = TokenSpec::for_service_account("ns", "app", SA_UID)
+        .issued_at(now() + SignedDuration::from_secs(600))
+        .mint(&key);
     assert_rejected(
         &server,
         &token.token,
@@ -243,15 +217,9 @@ async fn not_yet_valid() {
     )
     .await;
     // Within go-jose's 60 s leeway it is fine (the SA is adopted with the claimed uid).
-    let token = mint(
-        &key,
-        ("ns", "app", SA_UID),
-        &[DEFAULT_ISSUER],
-        3600,
-        None,
-        false,
-        now() + SignedDuration::from_secs(20),
-    );
+    let token = TokenSpec::for_service_account("ns", "app", SA_UID)
+        .issued_at(now() + SignedDuration::from_secs(20))
+        .mint(&key);
     let user = assert_accepted(&server, &token.token).await;
     assert_eq!(user["uid"], SA_UID);
 }
@@ -455,16 +423,10 @@ async fn claims_must_match_the_declared_objects() {
         ],
     );
     let token = |sa: (&str, &str, &str), pod: Option<(&str, &str)>| {
-        mint(
-            &key,
-            sa,
-            &[DEFAULT_ISSUER],
-            3600,
-            pod.map(|(name, uid)| common::pod_binding(name, uid)),
-            false,
-            now(),
-        )
-        .token
+        TokenSpec::for_service_account(sa.0, sa.1, sa.2)
+            .bound_to(pod.map(|(name, uid)| common::pod_binding(name, uid)))
+            .mint(&key)
+            .token
     };
 
     let good = token(("ns", "app", SA_UID), Some(("web-0", pod_uid)));

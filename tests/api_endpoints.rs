@@ -8,7 +8,7 @@ mod common;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use common::{https_client, mint, pod_binding, send, start_serve, write_key, ApiServer, Reply};
+use common::{https_client, send, start_serve, write_key, ApiServer, Reply, TokenSpec};
 use jiff::Timestamp;
 use projected_token::issuer::verify::verify_bound;
 use projected_token::issuer::{KeyAlgorithm, SigningKey, DEFAULT_ISSUER};
@@ -1075,15 +1075,12 @@ async fn audit_log_records_issued_credentials_and_stale_tokens() {
 
     // An extended pod-bound token issued 4000 s ago: past its warnafter (3607 s), not expired.
     let issued_at = Timestamp::now() - jiff::SignedDuration::from_secs(4000);
-    let stale = mint(
-        &key,
-        ("ns", "app", &sa_uid),
-        &[DEFAULT_ISSUER],
-        3607,
-        Some(pod_binding("web-0", POD_UID)),
-        true,
-        issued_at,
-    );
+    let stale = TokenSpec::for_service_account("ns", "app", &sa_uid)
+        .lifetime(3607)
+        .bound_to_pod("web-0", POD_UID)
+        .extended()
+        .issued_at(issued_at)
+        .mint(&key);
     let warn_after = stale.claims.kubernetes.warnafter.expect("warnafter");
     assert_eq!(warn_after, issued_at.as_second() + 3607);
     let reply = server.whoami(&stale.token).await;
@@ -1101,15 +1098,11 @@ async fn audit_log_records_issued_credentials_and_stale_tokens() {
     let valid_before = metric(&metrics, "serviceaccount_valid_tokens_total");
 
     // A fresh extended token counts as valid; a token without warnafter counts as neither.
-    let fresh = mint(
-        &key,
-        ("ns", "app", &sa_uid),
-        &[DEFAULT_ISSUER],
-        3607,
-        Some(pod_binding("web-0", POD_UID)),
-        true,
-        Timestamp::now(),
-    );
+    let fresh = TokenSpec::for_service_account("ns", "app", &sa_uid)
+        .lifetime(3607)
+        .bound_to_pod("web-0", POD_UID)
+        .extended()
+        .mint(&key);
     assert_eq!(server.whoami(&fresh.token).await.status, 201);
     assert_eq!(server.whoami(&issued).await.status, 201);
     let metrics = server.get("/metrics", None).await.text;

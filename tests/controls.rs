@@ -4,199 +4,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{
-    https_client, send, start_serve, wait_for_file, write_key, Reply, Running, BIN, SERVE_STARTUP,
-};
-use projected_token::issuer::KeyAlgorithm;
+use common::{run_ctl, send, start_serve, Emulator, Reply, SOON};
 use reqwest::Method;
 use serde_json::{json, Value};
-
-/// Upper bound for anything the emulator does "at once" (a rotation, a rebind) on a busy machine.
-const SOON: Duration = Duration::from_secs(30);
-const CTL_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// A running `emulate` with its API: URL, CA and admin token files, audit log, projected dir.
-struct Emulator {
-    process: Running,
-    url: String,
-    ca_file: PathBuf,
-    admin_file: PathBuf,
-    audit_file: PathBuf,
-    dir: PathBuf,
-    ca_pem: String,
-    admin_token: String,
-    client: reqwest::Client,
-    _temp: tempfile::TempDir,
-}
-
-impl Emulator {
-    fn start(extra: &[&str]) -> Self {
-        let temp = tempfile::tempdir().expect("temp dir");
-        let (key, _) = write_key(temp.path(), "signing.key", KeyAlgorithm::Es256);
-        let dir = temp.path().join("serviceaccount");
-        let ca_file = temp.path().join("ca.crt");
-        let admin_file = temp.path().join("admin.token");
-        let audit_file = temp.path().join("audit.log");
-        let args: Vec<String> = [
-            "emulate".to_owned(),
-            format!("--dir={}", dir.display()),
-            format!("--signing-key={}", key.display()),
-            format!("--ca-out={}", ca_file.display()),
-            format!("--admin-token-file={}", admin_file.display()),
-            format!("--audit-log={}", audit_file.display()),
-        ]
-        .into_iter()
-        .chain(extra.iter().map(|s| s.to_string()))
-        .collect();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let process = Running::spawn(&args);
-        let lines = process.wait_for_stdout("admin token file: ", SERVE_STARTUP);
-        let url = lines
-            .iter()
-            .find_map(|l| l.strip_prefix("serving https API on "))
-            .expect("URL printed")
-            .to_owned();
-        let ca_pem = std::fs::read_to_string(&ca_file).expect("--ca-out");
-        let admin_token = std::fs::read_to_string(&admin_file)
-            .expect("admin token")
-            .trim()
-            .to_owned();
-        wait_for_file(&dir.join("token"), SOON);
-        let client = https_client(&ca_pem, &[]);
-        Self {
-            process,
-            url,
-            ca_file,
-            admin_file,
-            audit_file,
-            dir,
-            ca_pem,
-            admin_token,
-            client,
-            _temp: temp,
-        }
-    }
-
-    /// The token a client would read now.
-    fn token(&self) -> String {
-        std::fs::read_to_string(self.dir.join("token"))
-            .expect("token")
-            .trim()
-            .to_owned()
-    }
-
-    /// Waits until the projected token is another than `old` (a rotation happened) and returns it.
-    fn next_token(&self, old: &str) -> String {
-        let deadline = Instant::now() + SOON;
-        loop {
-            let token = self.token();
-            if token != old {
-                return token;
-            }
-            assert!(Instant::now() < deadline, "the token was not rotated");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn ctl(&self, args: &[&str]) -> std::process::Output {
-        ctl(&self.url, &self.ca_file, &self.admin_file, args)
-    }
-
-    /// `check` against this emulator, with more flags.
-    fn check(&self, args: &[&str]) -> std::process::Output {
-        assert_cmd::Command::new(BIN)
-            .arg("check")
-            .args(args)
-            .env("PROJECTED_TOKEN_SERVER", &self.url)
-            .env("PROJECTED_TOKEN_CA", &self.ca_file)
-            .env("PROJECTED_TOKEN_TOKEN_FILE", &self.admin_file)
-            .timeout(CTL_TIMEOUT)
-            .output()
-            .expect("run check")
-    }
-
-    /// `ctl ... -o json` that must succeed; its JSON answer.
-    fn ctl_json(&self, args: &[&str]) -> Value {
-        let mut all = args.to_vec();
-        all.extend(["-o", "json"]);
-        let output = self.ctl(&all);
-        assert_success(&output, args);
-        serde_json::from_slice(&output.stdout).expect("ctl -o json prints JSON")
-    }
-
-    async fn whoami(&self, token: &str) -> Reply {
-        let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
-        send(
-            &self.client,
-            Method::POST,
-            &format!(
-                "{}/apis/authentication.k8s.io/v1/selfsubjectreviews",
-                self.url
-            ),
-            Some(token),
-            Some("application/json"),
-            Some(serde_json::to_vec(&body).expect("body")),
-        )
-        .await
-    }
-
-    /// TokenReview of `token` by the admin: its `status`.
-    async fn review(&self, token: &str) -> Value {
-        let body = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
-                          "spec": {"token": token}});
-        let reply = send(
-            &self.client,
-            Method::POST,
-            &format!("{}/apis/authentication.k8s.io/v1/tokenreviews", self.url),
-            Some(&self.admin_token),
-            Some("application/json"),
-            Some(serde_json::to_vec(&body).expect("body")),
-        )
-        .await;
-        assert_eq!(reply.status, 201, "{}", reply.text);
-        reply.json()["status"].clone()
-    }
-
-    /// An unauthenticated GET of `path`.
-    async fn get_public(&self, path: &str) -> common::Reply {
-        send(
-            &self.client,
-            Method::GET,
-            &format!("{}{path}", self.url),
-            None,
-            None,
-            None,
-        )
-        .await
-    }
-
-    async fn jwks_kids(&self) -> Vec<String> {
-        let reply = self.get_public("/openid/v1/jwks").await;
-        assert_eq!(reply.status, 200, "{}", reply.text);
-        common::kids(&reply.json())
-    }
-
-    /// The audit events of one control.
-    fn audit_events(&self, control: &str) -> Vec<Value> {
-        audit_events(&self.audit_file, control)
-    }
-}
-
-fn ctl(url: &str, ca: &Path, token_file: &Path, args: &[&str]) -> std::process::Output {
-    let mut all = vec!["ctl"];
-    all.extend_from_slice(args);
-    assert_cmd::Command::new(BIN)
-        .args(&all)
-        .env("PROJECTED_TOKEN_SERVER", url)
-        .env("PROJECTED_TOKEN_CA", ca)
-        .env("PROJECTED_TOKEN_TOKEN_FILE", token_file)
-        .timeout(CTL_TIMEOUT)
-        .output()
-        .expect("run ctl")
-}
 
 fn assert_success(output: &std::process::Output, args: &[&str]) {
     assert!(
@@ -234,15 +46,6 @@ fn kid(token: &str) -> String {
         .to_owned()
 }
 
-fn audit_events(path: &Path, control: &str) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .expect("audit log")
-        .lines()
-        .map(|line| serde_json::from_str::<Value>(line).expect("audit line is JSON"))
-        .filter(|event| event["annotations"]["projected-token/control"] == control)
-        .collect()
-}
-
 /// Asserts one event of `control` by the admin with this verb, URI and code; returns its details.
 fn assert_audited(events: &[Value], verb: &str, uri: &str, code: u16) -> String {
     let event = events
@@ -263,7 +66,7 @@ fn assert_audited(events: &[Value], verb: &str, uri: &str, code: u16) -> String 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_now_replaces_the_pods_tokens_and_refuses_unknown_pods() {
-    let emulator = Emulator::start(&[]);
+    let emulator = Emulator::builder().start();
     let first = emulator.token();
     let status = emulator.ctl_json(&["status"]);
     assert_eq!(status["kind"], "ControlStatus");
@@ -318,7 +121,7 @@ async fn rotate_now_replaces_the_pods_tokens_and_refuses_unknown_pods() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signing_key_rotation_with_grace_keeps_old_tokens_until_it_ends() {
-    let emulator = Emulator::start(&[]);
+    let emulator = Emulator::builder().start();
     let old_token = emulator.token();
     let old_kid = kid(&old_token);
     assert_eq!(emulator.jwks_kids().await, std::slice::from_ref(&old_kid));
@@ -388,7 +191,7 @@ async fn signing_key_rotation_with_grace_keeps_old_tokens_until_it_ends() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signing_key_rotation_without_grace_breaks_old_tokens_at_once() {
-    let emulator = Emulator::start(&[]);
+    let emulator = Emulator::builder().start();
     let old_token = emulator.token();
     let old_kid = kid(&old_token);
     assert_eq!(emulator.whoami(&old_token).await.status, 201);
@@ -422,7 +225,7 @@ async fn signing_key_rotation_without_grace_breaks_old_tokens_at_once() {
     assert_eq!(emulator.whoami(&new_token).await.status, 201);
 
     let reply = emulator
-        .get_public("/.well-known/openid-configuration")
+        .get("/.well-known/openid-configuration", None)
         .await;
     assert_eq!(
         reply.json()["id_token_signing_alg_values_supported"],
@@ -443,7 +246,7 @@ async fn signing_key_rotation_without_grace_breaks_old_tokens_at_once() {
 /// the emulator never signed counts for no client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_keeping_a_dropped_keys_token_fails_check() {
-    let emulator = Emulator::start(&[]);
+    let emulator = Emulator::builder().start();
     let old_token = emulator.token();
     assert_eq!(emulator.whoami(&old_token).await.status, 201);
     let output = emulator.check(&[]);
@@ -493,7 +296,9 @@ async fn a_client_keeping_a_dropped_keys_token_fails_check() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unavailable_outage_answers_503_then_recovers() {
     // Two-second tokens, so a refresh falls due during the outage.
-    let emulator = Emulator::start(&["--expiration-seconds", "2"]);
+    let emulator = Emulator::builder()
+        .args(&["--expiration-seconds", "2"])
+        .start();
     assert_eq!(emulator.whoami(&emulator.token()).await.status, 201);
 
     let output = emulator.ctl(&["outage", "--mode", "unavailable", "--duration", "4s"]);
@@ -513,7 +318,7 @@ async fn unavailable_outage_answers_503_then_recovers() {
         .expect("whole seconds");
     assert!((1..=4).contains(&retry_after), "Retry-After {retry_after}");
     // Public endpoints too; the controls are not blocked.
-    let version = emulator.get_public("/version").await;
+    let version = emulator.get("/version", None).await;
     assert_eq!(version.status, 503);
     let status = emulator.ctl_json(&["status"]);
     assert_eq!(status["outage"]["mode"], "ServiceUnavailable", "{status}");
@@ -560,7 +365,7 @@ async fn unavailable_outage_answers_503_then_recovers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuse_outage_closes_the_listener_then_serves_again_on_the_same_address() {
-    let emulator = Emulator::start(&[]);
+    let emulator = Emulator::builder().start();
     // A fresh connection per request, as a client reconnecting after an outage would.
     let fresh = || {
         let ca = reqwest::Certificate::from_pem(emulator.ca_pem.as_bytes()).expect("CA");
@@ -627,7 +432,7 @@ async fn refuse_outage_closes_the_listener_then_serves_again_on_the_same_address
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_pod_fails_token_review() {
-    let emulator = Emulator::start(&[]);
+    let emulator = Emulator::builder().start();
     let token = emulator.token();
     assert_eq!(emulator.review(&token).await["authenticated"], true);
 
@@ -675,7 +480,7 @@ async fn revoked_pod_fails_token_review() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifetime_changes_at_run_time() {
-    let emulator = Emulator::start(&[]);
+    let emulator = Emulator::builder().start();
     let lived = |token: &str| {
         let decoded = decoded(token);
         decoded.warn_after().expect("warnafter") - decoded.numeric_claim("iat").expect("iat")
@@ -726,7 +531,9 @@ async fn lifetime_changes_at_run_time() {
 /// emulator's time compression), with a warning; without them upstream's 600 s minimum holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifetime_governs_token_requests_too() {
-    let emulator = Emulator::start(&["--expiration-seconds", "10"]);
+    let emulator = Emulator::builder()
+        .args(&["--expiration-seconds", "10"])
+        .start();
     let url = format!(
         "{}/api/v1/namespaces/default/serviceaccounts/app/token",
         emulator.url
@@ -782,7 +589,7 @@ async fn lifetime_governs_token_requests_too() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controls_are_for_the_admin_only() {
-    let emulator = Emulator::start(&[]);
+    let emulator = Emulator::builder().start();
     let url = |path: &str| format!("{}{path}", emulator.url);
     let body = serde_json::to_vec(&json!({"mode": "ServiceUnavailable", "durationSeconds": 60}))
         .expect("body");
@@ -854,9 +661,9 @@ async fn controls_are_for_the_admin_only() {
     assert!(message.contains("durationSeconds"), "{message}");
 
     // ctl with another token: exit 2, naming the token file.
-    let wrong = emulator._temp.path().join("wrong.token");
+    let wrong = emulator.root.join("wrong.token");
     std::fs::write(&wrong, "not-the-admin-token\n").expect("write");
-    let output = ctl(&emulator.url, &emulator.ca_file, &wrong, &["rotate"]);
+    let output = run_ctl(&emulator.url, &emulator.ca_file, &wrong, &["rotate"]);
     assert_failed(&output, 2, "--token-file");
 
     let events = emulator.audit_events("outage");
@@ -880,9 +687,9 @@ async fn serve_rotates_its_key_but_projects_no_tokens() {
     let server = start_serve(temp.path(), &["--key-algorithm", "es256"]);
     let ca_file = temp.path().join("ctl-ca.crt");
     std::fs::write(&ca_file, &server.ca_pem).expect("ca");
-    let admin_file = temp.path().join("ctl-admin.token");
-    std::fs::write(&admin_file, &server.admin_token).expect("token");
-    let run = |args: &[&str]| ctl(&server.url, &ca_file, &admin_file, args);
+    let admin_token_file = temp.path().join("ctl-admin.token");
+    std::fs::write(&admin_token_file, &server.admin_token).expect("token");
+    let run = |args: &[&str]| run_ctl(&server.url, &ca_file, &admin_token_file, args);
 
     let output = run(&["rotate"]);
     assert_failed(&output, 2, "projects no volumes");

@@ -714,15 +714,16 @@ fn token_answer(
     let bound = spec["boundObjectRef"]["name"]
         .as_str()
         .map(|pod| common::pod_binding(pod, spec["boundObjectRef"]["uid"].as_str().unwrap_or("")));
-    let issued = common::mint(
-        key,
-        (namespace, name, "5e2b8a4c-0000-4000-8000-000000000042"),
-        &audiences,
-        seconds,
-        bound,
-        false,
-        at,
-    );
+    let issued = common::TokenSpec::for_service_account(
+        namespace,
+        name,
+        "5e2b8a4c-0000-4000-8000-000000000042",
+    )
+    .audiences(&audiences)
+    .lifetime(seconds)
+    .bound_to(bound)
+    .issued_at(at)
+    .mint(key);
     let expiration = jiff::fmt::strtime::format("%Y-%m-%dT%H:%M:%SZ", issued.expiration_timestamp)
         .expect("format time");
     let answer = serde_json::json!({
