@@ -22,6 +22,7 @@ use crate::projection::atomic_writer::DATA_DIR_NAME;
 use crate::projection::spec::{PodInfo, VolumePlan};
 use crate::projection::{AtomicWriter, Found, Repair, WriteOutcome};
 use crate::source::{BoundPod, SourceError, TokenGrant, TokenRequest, TokenSource};
+use crate::token::refresh::{next_refresh, Occasion};
 
 pub mod heal;
 mod jobs;
@@ -343,7 +344,7 @@ impl<S: TokenSource> Refresher<S> {
     }
 
     /// Spreads each token's first refresh over the second half of the span before its
-    /// kubelet refresh time ([`crate::token::TokenLifetime::spread_refresh_at`]), for a mass start: thousands
+    /// kubelet refresh time ([`Occasion::Granted`]), for a mass start: thousands
     /// of tokens written in the first seconds are otherwise all due again together, round after
     /// round, more than the projector can write on time. Later refreshes follow the kubelet's rule.
     pub fn spread_start(mut self) -> Self {
@@ -743,11 +744,11 @@ impl<S: TokenSource> Refresher<S> {
         match result {
             Ok(grant) => {
                 // A slot's first token, with the start spread on: see `spread_start`.
-                let next = if self.spread_start && slot.grant.is_none() {
-                    grant.lifetime().spread_refresh_at(fastrand::f64())
-                } else {
-                    grant.lifetime().refresh_at_jittered(fastrand::f64())
+                let occasion = Occasion::Granted {
+                    token: &grant.lifetime(),
+                    spread_start: self.spread_start && slot.grant.is_none(),
                 };
+                let next = next_refresh(occasion, now, fastrand::f64());
                 slot.grant = Some(grant);
                 slot.failures = 0;
                 slot.unpublished = true;
