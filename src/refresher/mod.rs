@@ -29,7 +29,11 @@ pub mod heal;
 mod jobs;
 mod repairs;
 mod rotation_event;
+#[cfg(test)]
+mod scheduler_tests;
 mod status;
+#[cfg(test)]
+mod test_fixture;
 mod wall_clock;
 #[cfg(test)]
 mod wall_clock_tests;
