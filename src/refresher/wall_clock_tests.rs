@@ -129,3 +129,36 @@ async fn without_steps_the_refresh_comes_in_the_kubelets_window_only() {
     );
     running.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_step_back_never_delays_a_retry_before_the_first_token() {
+    use super::test_fixture::Answer;
+    use super::Backoff;
+    use crate::source::SourceError;
+
+    // The first request fails: no token in hand, a retry within the backoff's 10 s.
+    let running = Running::start(Setup {
+        backoff: Backoff {
+            initial: SignedDuration::from_secs(10),
+            cap: SignedDuration::from_secs(10),
+        },
+        script: vec![Answer::Fail(SourceError::Unavailable("down".into()))],
+        ..Setup::default()
+    });
+    running.wait_for_calls(1, Duration::from_secs(1)).await;
+    let failed = running.source.calls()[0].at;
+    // Set back by an hour at once: by the wall clock the retry would wait an hour more.
+    running.clock.step(-SignedDuration::from_hours(1));
+    running
+        .wait_for_publications(1, Duration::from_secs(30))
+        .await;
+    let publications = running.publications();
+    assert_eq!(publications.len(), 1, "the retry was delayed by the step");
+    let retried = running.source.calls()[1].at;
+    assert!(
+        seconds_between(failed, retried) <= 10.01,
+        "retried {} s after the failure",
+        seconds_between(failed, retried)
+    );
+    running.stop().await;
+}
