@@ -9,31 +9,43 @@
 //! (the kubelet's rule is); [`wall_clock`] keeps them true when the wall clock steps.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 
 use crate::clock::Clock;
 use crate::projection::atomic_writer::DATA_DIR_NAME;
 use crate::projection::spec::{PodInfo, VolumePlan};
 use crate::projection::{AtomicWriter, Found, Repair, WriteOutcome};
 use crate::source::{BoundPod, SourceError, TokenGrant, TokenRequest, TokenSource};
+use crate::token::refresh::{next_refresh, Occasion};
 
+mod backoff;
+mod first_projection;
 pub mod heal;
 mod jobs;
 mod repairs;
+mod rotation_event;
+#[cfg(test)]
+mod scheduler_tests;
+mod status;
+#[cfg(test)]
+mod test_fixture;
 mod wall_clock;
 #[cfg(test)]
 mod wall_clock_tests;
 
+pub use backoff::Backoff;
 pub use jobs::MAX_IN_FLIGHT;
 use jobs::{Done, Jobs, WriteResult};
 pub use repairs::RepairEvent;
 use repairs::Repairs;
+pub use rotation_event::RotationEvent;
+use status::failure_reason;
+pub use status::{StatusBoard, TokenStatus};
 
 /// One projected volume of one pod, and where it is written.
 #[derive(Debug, Clone)]
@@ -41,35 +53,6 @@ pub struct ProjectedVolume {
     pub pod: PodInfo,
     pub plan: VolumePlan,
     pub writer: AtomicWriter,
-}
-
-/// What one rotation did, for logs, hooks, metrics and the usage ledger. Never holds the token.
-/// Serializes to JSON with RFC 3339 times (what HTTP rotation hooks POST).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct RotationEvent {
-    pub volume: String,
-    pub dir: PathBuf,
-    /// Path of the token inside the volume.
-    pub path: String,
-    pub namespace: String,
-    pub pod: String,
-    pub service_account: String,
-    pub old_jti: Option<String>,
-    pub new_jti: Option<String>,
-    pub issued_at: Option<Timestamp>,
-    pub expires_at: Option<Timestamp>,
-    pub warn_after: Option<Timestamp>,
-    /// `status.expirationTimestamp`: when the kubelet considers the token expired.
-    pub status_expiration: Timestamp,
-    pub next_refresh: Timestamp,
-    /// The timestamped directory the rotation published.
-    pub data_dir: String,
-    /// When this token was due by its schedule (the refresh rule, or a request to rotate now);
-    /// `None` for a volume's first write. Retries after failures keep the first due time, so
-    /// `published_at - scheduled_at` is how late the rotation was, failures included.
-    pub scheduled_at: Option<Timestamp>,
-    /// When the write that published it finished (the `..data` swap).
-    pub published_at: Timestamp,
 }
 
 /// Why the refresher stopped with an error.
@@ -84,36 +67,6 @@ pub enum RefresherError {
     },
     #[error("volume {volume}: {message}")]
     Write { volume: String, message: String },
-}
-
-/// Retry timing after a failed request or write: exponential with full jitter.
-#[derive(Debug, Clone, Copy)]
-pub struct Backoff {
-    pub initial: SignedDuration,
-    pub cap: SignedDuration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            initial: SignedDuration::from_secs(1),
-            cap: SignedDuration::from_secs(60),
-        }
-    }
-}
-
-impl Backoff {
-    /// The ceiling of the delay after `failures` consecutive failures (1 = first failure); the
-    /// delay itself is drawn uniformly below it (`fraction` in [0, 1)).
-    pub fn delay(&self, failures: u32, fraction: f64) -> SignedDuration {
-        let exponent = failures.saturating_sub(1).min(30);
-        let ceiling = self
-            .initial
-            .checked_mul(1_i32 << exponent)
-            .unwrap_or(self.cap)
-            .min(self.cap);
-        ceiling.mul_f64(fraction.clamp(0.0, 1.0))
-    }
 }
 
 struct TokenSlot {
@@ -169,42 +122,6 @@ pub enum Control {
     Rewrite { volume: usize },
 }
 
-/// What readiness probes and metrics know of one token. Never holds the token.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TokenStatus {
-    pub volume: String,
-    pub dir: PathBuf,
-    pub path: String,
-    /// Whether a token of this slot is on disk.
-    pub written: bool,
-    /// The end of the token on disk's life: the earliest of status expiration, `exp`, `warnafter`.
-    pub expires_at: Option<Timestamp>,
-    pub next_refresh: Option<Timestamp>,
-    pub successes: u64,
-    /// Failures by reason: `rejected`, `unavailable`, `throttled`, `write`.
-    pub failures: BTreeMap<&'static str, u64>,
-    pub last_error: Option<String>,
-    pub last_error_at: Option<Timestamp>,
-}
-
-impl TokenStatus {
-    /// Present on disk and not past its effective expiry.
-    pub fn is_ready(&self, now: Timestamp) -> bool {
-        self.written && self.expires_at.is_some_and(|end| now < end)
-    }
-}
-
-/// Shared, cheap snapshot of every token's status, in volume and source order.
-pub type StatusBoard = Arc<std::sync::Mutex<Vec<TokenStatus>>>;
-
-fn failure_reason(err: &SourceError) -> &'static str {
-    match err {
-        SourceError::Rejected(_) => "rejected",
-        // A refusal is retried like an outage, and counted with it.
-        SourceError::Unavailable(_) | SourceError::Refused(_) => "unavailable",
-        SourceError::Throttled { .. } => "throttled",
-    }
-}
 type QueueEntry = (Timestamp, usize, usize, u64);
 
 /// Keeps every token of every volume fresh on disk.
@@ -343,7 +260,7 @@ impl<S: TokenSource> Refresher<S> {
     }
 
     /// Spreads each token's first refresh over the second half of the span before its
-    /// kubelet refresh time ([`crate::token::TokenLifetime::spread_refresh_at`]), for a mass start: thousands
+    /// kubelet refresh time ([`Occasion::Granted`]), for a mass start: thousands
     /// of tokens written in the first seconds are otherwise all due again together, round after
     /// round, more than the projector can write on time. Later refreshes follow the kubelet's rule.
     pub fn spread_start(mut self) -> Self {
@@ -369,120 +286,6 @@ impl<S: TokenSource> Refresher<S> {
     pub fn with_repairs_at_start(mut self, repairs: Vec<(usize, Repair)>) -> Self {
         self.repairs.at_start = repairs;
         self
-    }
-
-    /// Writes every volume once. A rejected request (a lifetime or binding the issuer refuses) is
-    /// an error here, since retrying cannot fix it; nothing is written then.
-    pub async fn project_all(&mut self) -> Result<usize, RefresherError> {
-        let written = self.project(false, &mut std::future::pending()).await?;
-        Ok(written.unwrap_or_default())
-    }
-
-    /// Writes every volume once and fails on any failure, retryable or not (`--once`).
-    pub async fn project_once(&mut self) -> Result<usize, RefresherError> {
-        let written = self.project(true, &mut std::future::pending()).await?;
-        Ok(written.unwrap_or_default())
-    }
-
-    /// Requests every token (a volume's tokens together, [`MAX_IN_FLIGHT`] volumes at once),
-    /// then writes each volume whose tokens are all in hand, as many at once. Returns how many
-    /// volumes were written, or `None` when `stop` completed first: requests still waiting are
-    /// abandoned, writes in progress finished (10,000 volumes on a slow disk take half a minute;
-    /// SIGTERM must not wait for all of them). `stop` is not polled again once it completed.
-    async fn project(
-        &mut self,
-        strict: bool,
-        stop: &mut (impl Future<Output = ()> + Unpin),
-    ) -> Result<Option<usize>, RefresherError> {
-        for (volume_index, repair) in std::mem::take(&mut self.repairs.at_start) {
-            if let Some(state) = self.volumes.get(volume_index) {
-                self.repairs.report(&state.volume, [repair]);
-            }
-        }
-        let mut jobs = Jobs::default();
-        let mut pending = 0..self.volumes.len();
-        let mut first_error: Option<(usize, usize, SourceError)> = None;
-        loop {
-            while jobs.has_room() {
-                let Some(volume_index) = pending.next() else {
-                    break;
-                };
-                let tokens = (0..self.volumes[volume_index].tokens.len()).collect();
-                self.request(&mut jobs, volume_index, tokens);
-            }
-            let done = tokio::select! {
-                done = jobs.next(self.clock.as_ref()) => done,
-                _ = &mut *stop => return Ok(None),
-            };
-            let Some(Done::Answers { volume, answers }) = done else {
-                break;
-            };
-            self.volumes[volume].busy = false;
-            for (token, answer) in answers {
-                if let Err(err) = self.record_answer(volume, token, answer) {
-                    let fatal = strict || matches!(err, SourceError::Rejected(_));
-                    let earlier = first_error
-                        .as_ref()
-                        .is_some_and(|(v, t, _)| (*v, *t) < (volume, token));
-                    if fatal && !earlier {
-                        first_error = Some((volume, token, err));
-                    }
-                }
-            }
-        }
-        if let Some((volume_index, token_index, err)) = first_error {
-            let state = &self.volumes[volume_index];
-            return Err(RefresherError::Rejected {
-                volume: state.volume.plan.name.clone(),
-                path: state.tokens[token_index].path.clone(),
-                source: err,
-            });
-        }
-        let mut pending = 0..self.volumes.len();
-        let mut written = 0;
-        let mut failed: Option<RefresherError> = None;
-        let mut stopped = false;
-        loop {
-            // After a failure or `stop` nothing more is started; the writes in flight finish.
-            while jobs.has_room() && failed.is_none() && !stopped {
-                let Some(volume_index) = pending.next() else {
-                    break;
-                };
-                self.write(&mut jobs, volume_index);
-            }
-            let done = tokio::select! {
-                done = jobs.next(self.clock.as_ref()) => done,
-                _ = &mut *stop, if !stopped => {
-                    stopped = true;
-                    continue;
-                }
-            };
-            let Some(done) = done else {
-                break;
-            };
-            if let Done::Written {
-                volume,
-                restored,
-                result,
-                at,
-            } = done
-            {
-                match self.finish_write(volume, restored, result, at) {
-                    Ok(true) => written += 1,
-                    Ok(false) => {}
-                    Err(message) => {
-                        failed.get_or_insert(RefresherError::Write {
-                            volume: self.volumes[volume].volume.plan.name.clone(),
-                            message,
-                        });
-                    }
-                }
-            }
-        }
-        match failed {
-            Some(err) => Err(err),
-            None => Ok((!stopped).then_some(written)),
-        }
     }
 
     /// Projects every volume, then keeps them fresh until `shutdown` completes. Tokens that
@@ -743,11 +546,11 @@ impl<S: TokenSource> Refresher<S> {
         match result {
             Ok(grant) => {
                 // A slot's first token, with the start spread on: see `spread_start`.
-                let next = if self.spread_start && slot.grant.is_none() {
-                    grant.lifetime().spread_refresh_at(fastrand::f64())
-                } else {
-                    grant.lifetime().refresh_at_jittered(fastrand::f64())
+                let occasion = Occasion::Granted {
+                    token: &grant.lifetime(),
+                    spread_start: self.spread_start && slot.grant.is_none(),
                 };
+                let next = next_refresh(occasion, now, fastrand::f64());
                 slot.grant = Some(grant);
                 slot.failures = 0;
                 slot.unpublished = true;
@@ -914,25 +717,5 @@ impl<S: TokenSource> Refresher<S> {
             });
         }
         Ok(true)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_with_full_jitter() {
-        let backoff = Backoff::default();
-        let secs = |s: f64| SignedDuration::from_secs_f64(s);
-        // fraction 1.0 shows the ceiling: 1, 2, 4, ... capped at 60 s.
-        assert_eq!(backoff.delay(1, 1.0), secs(1.0));
-        assert_eq!(backoff.delay(2, 1.0), secs(2.0));
-        assert_eq!(backoff.delay(6, 1.0), secs(32.0));
-        assert_eq!(backoff.delay(7, 1.0), secs(60.0));
-        assert_eq!(backoff.delay(1000, 1.0), secs(60.0));
-        // Full jitter: anywhere from zero up to the ceiling.
-        assert_eq!(backoff.delay(3, 0.0), SignedDuration::ZERO);
-        assert_eq!(backoff.delay(3, 0.5), secs(2.0));
     }
 }

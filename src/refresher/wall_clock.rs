@@ -5,7 +5,7 @@
 //!   wall clock again: after a step forward, the tokens it made due are refreshed within that;
 //! - each deadline is also kept on the monotonic clock, as it was when scheduled. After a step
 //!   back every queued deadline becomes the earlier of the two, or now for a token issued in the
-//!   clock's new future ([`due_after_clock_step`]): a token is never refreshed later than its
+//!   clock's new future ([`Occasion::ClockStepped`]): a token is never refreshed later than its
 //!   real lifetime says, whatever the clock reads.
 
 use std::cmp::Reverse;
@@ -17,8 +17,8 @@ use tokio::time::Instant;
 
 use super::Refresher;
 use crate::clock::{Clock, WallClockSteps, WALL_CLOCK_RECHECK};
-use crate::source::TokenSource;
-use crate::token::refresh::due_after_clock_step;
+use crate::source::{TokenGrant, TokenSource};
+use crate::token::refresh::{next_refresh, Occasion};
 
 /// The wall clock watched against the monotonic clock while the refresher runs.
 pub(super) struct StepWatch {
@@ -75,7 +75,7 @@ impl<S: TokenSource> Refresher<S> {
         );
     }
 
-    /// Moves each queued deadline to [`due_after_clock_step`] (superseded entries are dropped
+    /// Moves each queued deadline to its [`Occasion::ClockStepped`] deadline (superseded entries are dropped
     /// on the way). O(n), once per step. Returns how many deadlines moved.
     fn reschedule_after_step_back(&mut self) -> usize {
         let now = self.clock.now();
@@ -92,8 +92,13 @@ impl<S: TokenSource> Refresher<S> {
                 SignedDuration::try_from(due.saturating_duration_since(steady_now))
                     .unwrap_or(SignedDuration::MAX)
             });
-            let issued_at = slot.grant.as_ref().map(|grant| grant.lifetime().issued_at);
-            let due = due_after_clock_step(*deadline, steady_left, issued_at, now);
+            let token = slot.grant.as_ref().map(TokenGrant::lifetime);
+            let occasion = Occasion::ClockStepped {
+                token: token.as_ref(),
+                scheduled: *deadline,
+                steady_left,
+            };
+            let due = next_refresh(occasion, now, fastrand::f64());
             if due < *deadline {
                 *deadline = due;
                 slot.next_due = due;

@@ -5,15 +5,18 @@
 //! number of seconds in 0..=9. We express it as `steps` of a granularity that is one second for
 //! every lifetime the API server accepts (>= 600 s) and shrinks with emulator-only short lifetimes
 //! (e.g. 2 s), so that a short token is still refreshed after it was issued and before it ends.
+//!
+//! The refresher asks one question, [`next_refresh`]: when is this token next due, on this
+//! [`Occasion`] (a token just granted, the first of a spread start, or a step of the wall clock).
+//! [`TokenLifetime::refresh_window`] shows the kubelet's span for `inspect`.
 
 use jiff::{SignedDuration, Timestamp};
 
 /// `maxTTL`: a token older than this is always refreshed.
 pub const MAX_TTL: SignedDuration = SignedDuration::from_hours(24);
-/// `maxJitter`: the upper bound of the jitter for ordinary lifetimes.
-pub const MAX_JITTER: SignedDuration = SignedDuration::from_secs(10);
-/// The jitter takes one of this many steps (0..=9), as the kubelet truncates to whole seconds.
-pub const JITTER_STEPS: u8 = 10;
+/// The jitter takes one of this many steps (0..=9), as the kubelet truncates to whole seconds
+/// (its `maxJitter` is 10 s).
+const JITTER_STEPS: u8 = 10;
 /// Share of the requested lifetime that may remain before a refresh, in percent.
 const REFRESH_REMAINING_PERCENT: i128 = 20;
 
@@ -63,7 +66,7 @@ impl TokenLifetime {
 
     /// One jitter step: a second for ordinary lifetimes, a hundredth of the lifetime for shorter
     /// (emulator-only) ones, so ten steps never exceed a tenth of the lifetime.
-    pub fn jitter_step(&self) -> SignedDuration {
+    fn jitter_step(&self) -> SignedDuration {
         let hundredth = self.requested / 100;
         if hundredth < SignedDuration::from_secs(1) {
             hundredth.max(SignedDuration::from_millis(1))
@@ -74,14 +77,14 @@ impl TokenLifetime {
 
     /// How long before the end of the lifetime the refresh is due: `floor(E * 20 / 100)` in whole
     /// jitter steps (whole seconds for lifetimes the API server accepts, as the kubelet computes it).
-    pub fn refresh_margin(&self) -> SignedDuration {
+    fn refresh_margin(&self) -> SignedDuration {
         let step = self.jitter_step().as_nanos().max(1);
         let margin = self.requested.as_nanos().max(0) * REFRESH_REMAINING_PERCENT / 100;
         duration_from_nanos(margin / step * step)
     }
 
     /// The refresh time with `jitter_steps` (0..=9) steps of jitter, and the threshold that set it.
-    pub fn refresh_at_with_reason(&self, jitter_steps: u8) -> (Timestamp, RefreshReason) {
+    fn refresh_at_with_reason(&self, jitter_steps: u8) -> (Timestamp, RefreshReason) {
         let jitter = self.jitter_step() * i32::from(jitter_steps.min(JITTER_STEPS - 1));
         let by_share = self
             .ends_at
@@ -100,7 +103,7 @@ impl TokenLifetime {
     }
 
     /// The refresh time with `jitter_steps` (0..=9) steps of jitter.
-    pub fn refresh_at(&self, jitter_steps: u8) -> Timestamp {
+    fn refresh_at(&self, jitter_steps: u8) -> Timestamp {
         self.refresh_at_with_reason(jitter_steps).0
     }
 
@@ -108,7 +111,7 @@ impl TokenLifetime {
     /// none to the largest), not only its whole steps. The kubelet's whole seconds on top of an
     /// `exp` in whole seconds put every deadline on a few instants per second; with thousands of
     /// tokens that is a crowd due at once, each one a little later than the one before.
-    pub fn refresh_at_jittered(&self, fraction: f64) -> Timestamp {
+    fn refresh_at_jittered(&self, fraction: f64) -> Timestamp {
         let (deadline, _) = self.refresh_at_with_reason(0);
         let largest = self.jitter_step() * i32::from(JITTER_STEPS - 1);
         let jitter = largest.mul_f64(fraction.clamp(0.0, 1.0));
@@ -120,7 +123,7 @@ impl TokenLifetime {
     /// kubelet's time. For a mass start (`emulate --pods`): thousands of tokens minted within
     /// seconds would otherwise all be due again within seconds, and again at every later round.
     /// Never later than the kubelet would refresh.
-    pub fn spread_refresh_at(&self, fraction: f64) -> Timestamp {
+    fn spread_refresh_at(&self, fraction: f64) -> Timestamp {
         let (latest, _) = self.refresh_at_with_reason(0);
         let span = latest.duration_since(self.issued_at);
         if !span.is_positive() {
@@ -128,13 +131,6 @@ impl TokenLifetime {
         }
         let early = span.mul_f64(0.5 * (1.0 - fraction.clamp(0.0, 1.0)));
         latest.checked_sub(early).unwrap_or(latest)
-    }
-
-    /// The kubelet's `requiresRefresh`: strictly after the (jittered) threshold. Also true when the
-    /// clock stands before the issue time: upstream never merged that check (see the spec's open
-    /// question Q1), but a daemon whose clock stepped back must not trust its old schedule.
-    pub fn requires_refresh(&self, now: Timestamp, jitter_steps: u8) -> bool {
-        now > self.refresh_at(jitter_steps) || now < self.issued_at
     }
 
     /// When a kubelet would refresh this token: the earliest moment (largest jitter) and the
@@ -149,30 +145,65 @@ impl TokenLifetime {
     }
 }
 
-/// When a refresh that was due at `scheduled` on the wall clock is due once the wall clock
-/// stepped (it was set, or the machine slept): `steady_left` is what remains of the wait as
-/// measured on the monotonic clock since it was scheduled, `issued_at` the issue time of the token
-/// in hand (if any), `now` the wall clock after the step.
+/// Why the refresher asks when a token is next due.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Occasion<'a> {
+    /// A token was just granted; its next refresh follows the kubelet's rule with a jitter
+    /// anywhere in the kubelet's range. `spread_start`: it is the first token of its slot and
+    /// the first refreshes are spread over the second half of the span before the kubelet's time
+    /// (a mass start, `emulate --pods`: thousands of tokens minted within seconds would otherwise
+    /// all be due again within seconds, round after round).
+    Granted {
+        token: &'a TokenLifetime,
+        spread_start: bool,
+    },
+    /// The wall clock stepped (it was set, or the machine slept) while a refresh was due at
+    /// `scheduled`; `steady_left` is what remains of that wait on the monotonic clock, `token`
+    /// the token in hand (none: a retry before the first token).
+    ClockStepped {
+        token: Option<&'a TokenLifetime>,
+        scheduled: Timestamp,
+        steady_left: SignedDuration,
+    },
+}
+
+/// When a token is next due for a refresh: the one rule the refresher follows. `now` is the
+/// wall clock when asked; `jitter` in [0, 1] draws the jitter (none to the largest) or, with
+/// `spread_start`, the place in the spread (halfway to the kubelet's time up to it).
 ///
-/// A token's lifetime runs out in real time, whatever the clock reads. So a step back never
-/// delays a refresh beyond the wait that was scheduled (the earlier of the two deadlines wins),
-/// while a step forward brings it due at once (the wall clock's deadline is the earlier: a
-/// suspended machine's tokens aged meanwhile, and an apiserver whose clock we now agree with
-/// treats them as that old). A token issued in the future of the clock is due now, as
-/// [`TokenLifetime::requires_refresh`] says: a verifier on this clock would reject its `nbf`.
-pub fn due_after_clock_step(
-    scheduled: Timestamp,
-    steady_left: SignedDuration,
-    issued_at: Option<Timestamp>,
-    now: Timestamp,
-) -> Timestamp {
-    if issued_at.is_some_and(|issued| now < issued) {
-        return now;
+/// A granted token is due strictly by its own times (even if that is already past). After a
+/// step of the wall clock, a token's lifetime still runs out in real time, whatever the clock
+/// reads: a step back never delays a refresh beyond the wait that was scheduled (the earlier of
+/// the two deadlines wins), a step forward brings it due at once (the wall clock's deadline is
+/// the earlier: a suspended machine's tokens aged meanwhile, and an apiserver whose clock we now
+/// agree with treats them as that old). A token issued in the clock's future is due now: a
+/// verifier on this clock would reject its `nbf`. Upstream's `requiresRefresh` never merged that
+/// last check (the spec's open question Q1), but a daemon whose clock stepped back must not trust
+/// its old schedule.
+pub fn next_refresh(occasion: Occasion<'_>, now: Timestamp, jitter: f64) -> Timestamp {
+    match occasion {
+        Occasion::Granted {
+            token,
+            spread_start: true,
+        } => token.spread_refresh_at(jitter),
+        Occasion::Granted {
+            token,
+            spread_start: false,
+        } => token.refresh_at_jittered(jitter),
+        Occasion::ClockStepped {
+            token,
+            scheduled,
+            steady_left,
+        } => {
+            if token.is_some_and(|token| now < token.issued_at) {
+                return now;
+            }
+            let by_steady_clock = now
+                .checked_add(steady_left.max(SignedDuration::ZERO))
+                .unwrap_or(Timestamp::MAX);
+            scheduled.min(by_steady_clock)
+        }
     }
-    let by_steady_clock = now
-        .checked_add(steady_left.max(SignedDuration::ZERO))
-        .unwrap_or(Timestamp::MAX);
-    scheduled.min(by_steady_clock)
 }
 
 /// The span in which a kubelet would refresh a token.
@@ -303,22 +334,48 @@ mod tests {
         }
     }
 
+    /// The next refresh of a token just granted, the first of a spread start or not.
+    fn granted(token: &TokenLifetime, spread_start: bool, jitter: f64) -> Timestamp {
+        let occasion = Occasion::Granted {
+            token,
+            spread_start,
+        };
+        // A granted token's refresh follows from its own times, whatever the clock reads.
+        next_refresh(occasion, at(123_456), jitter)
+    }
+
+    /// The next refresh after a step of the wall clock to `now`.
+    fn stepped(
+        token: Option<&TokenLifetime>,
+        scheduled: Timestamp,
+        steady_left: SignedDuration,
+        now: Timestamp,
+    ) -> Timestamp {
+        let occasion = Occasion::ClockStepped {
+            token,
+            scheduled,
+            steady_left,
+        };
+        next_refresh(occasion, now, 0.5)
+    }
+
     #[test]
-    fn requires_refresh_is_strictly_after_threshold() {
+    fn a_granted_token_is_due_at_the_kubelets_threshold_less_the_jitter() {
         let l = lifetime(600, Some(600), None);
-        assert!(!l.requires_refresh(at(480_000), 0));
-        assert!(l.requires_refresh(at(480_001), 0));
-        // With 9 s of jitter the threshold moves to 471 s.
-        assert!(!l.requires_refresh(at(471_000), 9));
-        assert!(l.requires_refresh(at(471_001), 9));
-        // Fresh token: no refresh.
-        assert!(!l.requires_refresh(at(1000), 9));
+        assert_eq!(granted(&l, false, 0.0), at(480_000));
+        // With the largest jitter (9 s for this lifetime) the threshold moves to 471 s.
+        assert_eq!(granted(&l, false, 1.0), at(471_000));
+        // Out-of-range fractions are clamped to the kubelet's range.
+        assert_eq!(granted(&l, false, 7.0), at(471_000));
+        assert_eq!(granted(&l, false, -1.0), at(480_000));
     }
 
     #[test]
     fn clock_before_issue_time_forces_refresh() {
         let l = lifetime(600, Some(600), None);
-        assert!(l.requires_refresh(at(-1), 0));
+        let scheduled = granted(&l, false, 0.0);
+        let now = at(-1);
+        assert_eq!(stepped(Some(&l), scheduled, SignedDuration::MAX, now), now);
     }
 
     #[test]
@@ -327,49 +384,42 @@ mod tests {
         let secs = SignedDuration::from_secs;
         // A 600 s token issued at T0, its refresh scheduled at 480 s (no jitter).
         let token = lifetime(600, Some(600), None);
-        let scheduled = token.refresh_at(0);
+        let scheduled = granted(&token, false, 0.0);
         assert_eq!(scheduled, at(480_000));
-        let issued = Some(token.issued_at);
+        let issued = Some(&token);
 
         // 300 s later the clock is set back by 200 s: it reads T0 + 100 s. By the wall clock
         // the refresh would come 380 s later, at 680 s of real time, after the token's end; the
         // 180 s of the wait left on the monotonic clock win.
         let clock = ManualClock::new(at(300_000));
         clock.advance(-secs(200));
-        let due = due_after_clock_step(scheduled, secs(180), issued, clock.now());
+        let due = stepped(issued, scheduled, secs(180), clock.now());
         assert_eq!(due, at(280_000));
-        assert!(!token.requires_refresh(clock.now(), 0));
         assert!(due.duration_since(clock.now()) == secs(180));
 
         // Set back before the issue time: due now (a verifier on this clock rejects its nbf).
         clock.set(at(300_000));
         clock.advance(-secs(3600));
         assert_eq!(
-            due_after_clock_step(scheduled, secs(180), issued, clock.now()),
+            stepped(issued, scheduled, secs(180), clock.now()),
             clock.now()
         );
-        assert!(token.requires_refresh(clock.now(), 0));
 
         // Set forward by an hour: the wall clock's deadline, long past, wins.
         clock.set(at(300_000));
         clock.advance(secs(3600));
-        assert_eq!(
-            due_after_clock_step(scheduled, secs(180), issued, clock.now()),
-            scheduled
-        );
-        assert!(token.requires_refresh(clock.now(), 9));
+        let due = stepped(issued, scheduled, secs(180), clock.now());
+        assert_eq!(due, scheduled);
+        assert!(due < clock.now());
 
         // No step at all (both clocks agree): the deadline stays where it was.
         clock.set(at(300_000));
         assert_eq!(
-            due_after_clock_step(scheduled, secs(180), issued, clock.now()),
+            stepped(issued, scheduled, secs(180), clock.now()),
             scheduled
         );
         // A retry with no token in hand, and a wait already over on the monotonic clock.
-        assert_eq!(
-            due_after_clock_step(scheduled, -secs(5), None, at(100_000)),
-            at(100_000)
-        );
+        assert_eq!(stepped(None, scheduled, -secs(5), at(100_000)), at(100_000));
     }
 
     #[test]
@@ -396,20 +446,16 @@ mod tests {
         for requested in [2, 60, 600, 3607, 100_000] {
             let token = lifetime(requested, None, None);
             let window = token.refresh_window();
-            assert_eq!(token.refresh_at_jittered(0.0), window.latest, "{requested}");
-            assert_eq!(
-                token.refresh_at_jittered(1.0),
-                window.earliest,
-                "{requested}"
-            );
-            let middle = token.refresh_at_jittered(0.5);
+            assert_eq!(granted(&token, false, 0.0), window.latest, "{requested}");
+            assert_eq!(granted(&token, false, 1.0), window.earliest, "{requested}");
+            let middle = granted(&token, false, 0.5);
             assert!(
                 window.earliest < middle && middle < window.latest,
                 "{requested}"
             );
             // The start spread: from halfway to the kubelet's time, never after it.
-            assert_eq!(token.spread_refresh_at(1.0), window.latest, "{requested}");
-            let halfway = token.spread_refresh_at(0.0);
+            assert_eq!(granted(&token, true, 1.0), window.latest, "{requested}");
+            let halfway = granted(&token, true, 0.0);
             assert_eq!(
                 halfway.duration_since(token.issued_at),
                 window.latest.duration_since(token.issued_at) / 2,
@@ -419,7 +465,7 @@ mod tests {
         }
         // 60 s: the kubelet refreshes at 48 s; the spread starts at 24 s.
         let token = lifetime(60, None, None);
-        assert_eq!(token.spread_refresh_at(0.0), at(24_000));
-        assert_eq!(token.refresh_at_jittered(0.5), at(48_000 - 2_700));
+        assert_eq!(granted(&token, true, 0.0), at(24_000));
+        assert_eq!(granted(&token, false, 0.5), at(48_000 - 2_700));
     }
 }
