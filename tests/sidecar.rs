@@ -140,14 +140,15 @@ fn write_kubeconfig(
     arg(path)
 }
 
-/// A `serve` emulator and a kubeconfig that uses its admin token.
-struct Emulator {
+/// A `serve` emulator standing in for a cluster's API, and a kubeconfig that uses its admin
+/// token: what a sidecar is pointed at.
+struct ClusterApi {
     api: ApiServer,
     kubeconfig: String,
     ca_file: PathBuf,
 }
 
-fn start_emulator(root: &Path) -> Emulator {
+fn start_cluster_api(root: &Path) -> ClusterApi {
     let api = start_serve(root, &["--key-algorithm", "es256"]);
     let ca_file = root.join("emulator-ca.crt");
     std::fs::write(&ca_file, &api.ca_pem).expect("write CA");
@@ -158,7 +159,7 @@ fn start_emulator(root: &Path) -> Emulator {
         &format!("{{token: {:?}}}", api.admin_token),
         None,
     );
-    Emulator {
+    ClusterApi {
         api,
         kubeconfig,
         ca_file,
@@ -1010,7 +1011,7 @@ fn in_cluster_against_emulate_follows_its_own_rotating_credentials() {
 #[test]
 fn kubeconfig_once_with_token_token_file_and_forbidden() {
     let tmp = tempfile::tempdir().unwrap();
-    let emulator = start_emulator(tmp.path());
+    let emulator = start_cluster_api(tmp.path());
     let api = &emulator.api;
     let admin_file = tmp.path().join("admin-token");
     std::fs::write(&admin_file, format!("{}\n", api.admin_token)).unwrap();
@@ -1106,7 +1107,7 @@ fn kubeconfig_once_with_token_token_file_and_forbidden() {
 #[test]
 fn kubeconfig_once_with_an_exec_plugin() {
     let tmp = tempfile::tempdir().unwrap();
-    let emulator = start_emulator(tmp.path());
+    let emulator = start_cluster_api(tmp.path());
     let api = &emulator.api;
     let admin_file = tmp.path().join("admin-token");
     std::fs::write(&admin_file, &api.admin_token).unwrap();
@@ -1266,7 +1267,7 @@ fn kubeconfig_once_with_client_certificate_files_and_data() {
 #[test]
 fn pod_manifest_volumes_into_sub_directories() {
     let tmp = tempfile::tempdir().unwrap();
-    let emulator = start_emulator(tmp.path());
+    let emulator = start_cluster_api(tmp.path());
     let pod = tmp.path().join("pod.yaml");
     std::fs::write(
         &pod,
@@ -1576,7 +1577,7 @@ fn sigkill_during_rotations_then_restart_is_consistent() {
     const ROUNDS: usize = 12;
     const VOLUMES: usize = 4;
     let tmp = tempfile::tempdir().unwrap();
-    let emulator = start_emulator(tmp.path());
+    let emulator = start_cluster_api(tmp.path());
     let pod = write_pod_manifest(&tmp.path().join("pod.yaml"), VOLUMES);
     let out = tmp.path().join("volumes");
     let args = [
@@ -1657,7 +1658,7 @@ fn sigterm_during_rotations_exits_zero_and_leaves_no_temporaries() {
     const ROUNDS: usize = 8;
     const VOLUMES: usize = 4;
     let tmp = tempfile::tempdir().unwrap();
-    let emulator = start_emulator(tmp.path());
+    let emulator = start_cluster_api(tmp.path());
     let pod = write_pod_manifest(&tmp.path().join("pod.yaml"), VOLUMES);
     for round in 0..ROUNDS {
         let out = tmp.path().join(format!("round{round}"));
@@ -1745,7 +1746,7 @@ fn disk_full_keeps_the_old_token_and_recovers() {
             return;
         }
     };
-    let emulator = start_emulator(tmp.path());
+    let emulator = start_cluster_api(tmp.path());
     let out = small.join("vol");
     let mut args = vec![
         "--kubeconfig",
@@ -1827,7 +1828,7 @@ fn disk_full_keeps_the_old_token_and_recovers() {
 fn hooks_run_once_per_rotation_and_a_failing_hook_does_not_stop_rotations() {
     const ROTATIONS: usize = 4; // the first write and three SIGHUPs
     let tmp = tempfile::tempdir().unwrap();
-    let emulator = start_emulator(tmp.path());
+    let emulator = start_cluster_api(tmp.path());
     let receiver = HookReceiver::start();
 
     // The application: counts the SIGHUPs it gets.
@@ -2059,7 +2060,7 @@ fn no_log_line_at_trace_level_contains_a_token() {
 #[test]
 fn tampering_is_undone_with_the_same_token() {
     let tmp = tempfile::tempdir().unwrap();
-    let emulator = start_emulator(tmp.path());
+    let emulator = start_cluster_api(tmp.path());
     let out = tmp.path().join("out");
     let mut sidecar = Sidecar::start(
         &[
@@ -2121,7 +2122,7 @@ const FAILS_AT_ONCE: Duration = Duration::from_secs(20);
 #[test]
 fn empty_environment_values_mean_not_set() {
     let tmp = tempfile::tempdir().unwrap();
-    let emulator = start_emulator(tmp.path());
+    let emulator = start_cluster_api(tmp.path());
     let out = tmp.path().join("out");
     let mut sidecar = Sidecar::start(
         &[
@@ -2220,7 +2221,7 @@ fn is_ours(dir: &Path, name: &str) -> bool {
 #[test]
 fn a_link_pointed_elsewhere_is_put_back_logged_and_counted() {
     let tmp = tempfile::tempdir().unwrap();
-    let emulator = start_emulator(tmp.path());
+    let emulator = start_cluster_api(tmp.path());
     let out = tmp.path().join("out");
     let victim = tmp.path().join("victim");
     std::fs::write(&victim, "keep me").unwrap();
@@ -2472,7 +2473,7 @@ fn readyz_follows_what_a_reader_of_the_token_path_gets() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let emulator = start_emulator(tmp.path());
+    let emulator = start_cluster_api(tmp.path());
     let out = tmp.path().join("out");
     let victim = tmp.path().join("victim");
     std::fs::write(&victim, "keep me").unwrap();
