@@ -13,8 +13,9 @@ use rustix::process::Signal;
 
 const STARTUP: Duration = Duration::from_secs(30);
 
-/// The README's recipe: `emulate --kubeconfig-out` makes a kubeconfig the sidecar uses as it
-/// is; the sidecar's token is the emulator's and names the requested service account.
+/// The recipe of docs/sidecar.md ("Test the sidecar locally"): `emulate --kubeconfig-out` makes a
+/// kubeconfig the sidecar uses as it is; the sidecar's token is the emulator's and names the
+/// requested service account.
 #[test]
 fn sidecar_runs_against_the_emulator_with_its_kubeconfig() {
     let tmp = tempfile::tempdir().expect("tempdir");
