@@ -20,7 +20,8 @@ use crate::apiserver::connections::{
 use crate::apiserver::ledger::{Ledger, LedgerLimits};
 use crate::apiserver::metrics::Metrics;
 use crate::apiserver::outage::{Outage, OutageMode, OutageSwitch};
-use crate::apiserver::server::{router, ApiState};
+use crate::apiserver::request::ApiState;
+use crate::apiserver::server::router;
 use crate::cli::{IssuerArgs, KeyAlgorithmArg, ServerArgs};
 use crate::clock::{Clock, WALL_CLOCK_RECHECK};
 use crate::issuer::keyring::KeyRing;
