@@ -11,6 +11,7 @@ pub mod debug;
 pub mod discovery;
 pub mod idle;
 pub mod ledger;
+pub mod listener;
 pub mod metrics;
 pub mod objects_api;
 pub mod outage;
