@@ -16,7 +16,7 @@ use std::sync::{Mutex, PoisonError};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::ledger::{TokenUse, UseOutcome};
+use super::classify::{TokenUse, UseOutcome};
 
 pub const API_VERSION: &str = "audit.k8s.io/v1";
 pub const KIND: &str = "Event";

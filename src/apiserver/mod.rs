@@ -4,7 +4,7 @@
 pub mod audit;
 pub mod authn;
 pub mod body;
-pub mod bounds;
+pub mod classify;
 pub mod connections;
 pub mod controls;
 pub mod debug;
@@ -22,3 +22,4 @@ pub mod reviews;
 pub mod server;
 pub mod status;
 pub mod token_request;
+pub mod usage;

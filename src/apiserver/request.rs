@@ -17,12 +17,14 @@ use serde::Serialize;
 
 use super::audit::{self, AuditEvent, AuditLog};
 use super::authn::{certificate_user, Authenticator, AuthnFailure, Caller, TokenFacts};
-use super::ledger::{Ledger, Rejection, Rotation, TokenUse};
+use super::classify::TokenUse;
+use super::ledger::{Ledger, Rotation};
 use super::metrics::Metrics;
 use super::outage::OutageSwitch;
 use super::projector::Projector;
 use super::protobuf::BodyError;
 use super::status::ApiError;
+use super::usage::Rejection;
 use crate::clock::Clock;
 use crate::issuer::keyring::KeyRing;
 use crate::issuer::objects::ObjectStore;
