@@ -11,6 +11,7 @@ use super::metrics;
 use super::request::{error_response, json_response, respond, ApiState, RequestContext};
 use super::status::ApiError;
 
+/// `/livez`, `/readyz`, `/healthz`: public; an answer means the server is up.
 pub async fn health() -> &'static str {
     "ok"
 }

@@ -128,6 +128,8 @@ async fn method_not_allowed(
     )
 }
 
+/// An unknown path: 404, or 401 when a credential it carries fails (it is authenticated, and
+/// a token use accounted, before routing, as upstream).
 async fn fallback(State(state): State<Arc<ApiState>>, mut ctx: RequestContext) -> Response {
     let result = state
         .optional_caller(&mut ctx)
