@@ -15,7 +15,9 @@ use axum::routing::get;
 use axum::Router;
 use axum_server::tls_rustls::RustlsConfig;
 use jiff::Timestamp;
-use projected_token::apiserver::ledger::{Ledger, Rejection, Rotation, TokenUse, UsageReport};
+use projected_token::apiserver::classify::TokenUse;
+use projected_token::apiserver::ledger::{Ledger, Rotation};
+use projected_token::apiserver::usage::{Rejection, UsageReport};
 use projected_token::tls::CertificateAuthority;
 use serde_json::Value;
 

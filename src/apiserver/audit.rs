@@ -16,7 +16,7 @@ use std::sync::{Mutex, PoisonError};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::ledger::{TokenUse, UseOutcome};
+use super::classify::{TokenUse, UseOutcome};
 
 pub const API_VERSION: &str = "audit.k8s.io/v1";
 pub const KIND: &str = "Event";
@@ -38,6 +38,11 @@ pub mod annotation {
     pub const SUPERSEDED_TOKEN: &str = "projected-token/superseded-token";
     /// Ours. Value: the subject; the request was answered 401.
     pub const EXPIRED_TOKEN: &str = "projected-token/expired-token";
+    /// Ours. Which control a request was (`rotate-tokens`, `rotate-signing-key`, `outage`,
+    /// `end-outage`, `lifetime`, `revoke-pod`).
+    pub const CONTROL: &str = "projected-token/control";
+    /// Ours. What the control did, in words (kids, times, volumes; never a token).
+    pub const CONTROL_DETAILS: &str = "projected-token/control-details";
 }
 
 /// `JTI=<jti>`: how upstream names a credential in audit annotations and user extra.

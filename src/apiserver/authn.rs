@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use jiff::Timestamp;
 use k8s_openapi::api::authentication::v1::UserInfo;
 
-use super::ledger::Rejection;
+use super::usage::Rejection;
 use crate::issuer::keyring::KeyRing;
 use crate::issuer::objects::ObjectStore;
 use crate::issuer::verify::VerifyError;

@@ -1,10 +1,10 @@
 //! Chaos and test controls of the emulator, for the admin only, under [`PREFIX`]: rotate tokens
 //! now, rotate the signing key (with or without a grace period), simulate an outage, change token
 //! lifetimes. (Revoking is `DELETE /api/v1/namespaces/{ns}/pods/{name}`, as upstream.) Every
-//! control is written to the audit log with a [`CONTROL`] annotation saying what it did.
+//! control is written to the audit log with a [`CONTROL`](super::audit::annotation::CONTROL) annotation saying what it did.
 //!
 //! Bodies are JSON in and out; errors are `metav1.Status`, as the rest of the API. The projector
-//! (`emulate`'s refresher) is reached through the [`Projector`] trait, so this module does not
+//! (`emulate`'s refresher) is reached through the [`Projector`](super::projector::Projector) trait, so this module does not
 //! depend on it; `serve` has none and answers the token controls 404.
 
 use std::sync::Arc;
@@ -17,9 +17,11 @@ use jiff::{SignedDuration, Timestamp};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::audit::annotation::{CONTROL, CONTROL_DETAILS};
 use super::body::read_body;
 use super::outage::{Outage, OutageMode, MAX_OUTAGE_SECONDS};
-use super::server::{admin_reason, json_response, respond, ApiState, RequestContext};
+use super::projector::{ProjectedPod, ProjectedVolumeRef};
+use super::request::{admin_reason, json_response, respond, ApiState, RequestContext};
 use super::status::ApiError;
 use crate::issuer::keyring::KeyRingStatus;
 use crate::issuer::{KeyAlgorithm, SigningKey, MAX_EXPIRATION_SECONDS};
@@ -33,43 +35,8 @@ pub const ROTATE_KEY_PATH: &str = "/projected-token/v1/signingkey/rotate";
 pub const OUTAGE_PATH: &str = "/projected-token/v1/outage";
 pub const LIFETIME_PATH: &str = "/projected-token/v1/lifetime";
 
-/// Audit annotation: which control a request was (`rotate-tokens`, `rotate-signing-key`,
-/// `outage`, `end-outage`, `lifetime`, `revoke-pod`).
-pub const CONTROL: &str = "projected-token/control";
-/// Audit annotation: what the control did, in words (kids, times, volumes; never a token).
-pub const CONTROL_DETAILS: &str = "projected-token/control-details";
-
 /// The old signing key's grace period when a rotation names none.
 pub const DEFAULT_GRACE_SECONDS: i64 = 3600;
-
-/// `emulate`'s projector, as the controls see it.
-pub trait Projector: Send + Sync {
-    /// The projected pods and their volumes.
-    fn pods(&self) -> Vec<ProjectedPod>;
-    /// Refreshes every token of the pod `(namespace, name)` now, or every token when `None`.
-    /// Returns the volumes whose tokens will be replaced, or `None` for a pod it does not project.
-    fn rotate(&self, pod: Option<(&str, &str)>) -> Option<Vec<ProjectedVolumeRef>>;
-    /// The lifetime that replaces every token's (`--expiration-seconds`), if any.
-    fn lifetime(&self) -> Option<i64>;
-    /// Sets it for tokens minted from now on.
-    fn set_lifetime(&self, seconds: Option<i64>);
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ProjectedPod {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-    pub volumes: Vec<ProjectedVolumeRef>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ProjectedVolumeRef {
-    pub namespace: String,
-    pub pod: String,
-    pub volume: String,
-    pub dir: String,
-}
 
 /// `POST tokens/rotate`. Both empty: every token of every pod.
 #[derive(Debug, Default, Deserialize)]

@@ -1,8 +1,17 @@
 //! Discovery documents: `/version`, `/api`, `/apis` and the resource lists of the two groups the
 //! emulator serves, enough for kubectl and client libraries to find TokenRequest, TokenReview and
-//! SelfSubjectReview; and the OpenID issuer discovery document.
+//! SelfSubjectReview; and the OpenID issuer discovery document. The documents are pure; their
+//! handlers (and the JWKS one) come last.
 
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
+
+use super::request::{json_response, respond, ApiState, RequestContext};
+use super::status::ApiError;
 
 /// The Kubernetes version the emulator answers as (the newest the k8s-openapi types cover).
 pub const EMULATED_MAJOR: &str = "1";
@@ -119,6 +128,53 @@ pub fn openid_configuration(issuer: &str, jwks_uri: &str, algorithms: &[&str]) -
         id_token_signing_alg_values_supported: algorithms,
     })
     .unwrap_or_default()
+}
+
+/// Issuer discovery is public, as clusters commonly make it for external OIDC consumers.
+pub async fn get_openid_configuration(State(state): State<Arc<ApiState>>) -> Response {
+    let published = state.keys.published(state.clock.now());
+    let algorithms: Vec<&str> = published.algorithms.iter().map(String::as_str).collect();
+    let body = openid_configuration(
+        &state.keys.issuer().config.issuer,
+        &state.jwks_uri,
+        &algorithms,
+    );
+    cacheable("application/json", body)
+}
+
+/// The keys published now: after a signing key rotation, the old one only until its grace ends.
+pub async fn get_jwks(State(state): State<Arc<ApiState>>) -> Response {
+    let published = state.keys.published(state.clock.now());
+    cacheable("application/jwk-set+json", published.jwks_json.clone())
+}
+
+fn cacheable(content_type: &'static str, body: String) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `/version` is public, as upstream's `system:public-info-viewer`.
+pub async fn get_version() -> Response {
+    json_response(StatusCode::OK, &version_info())
+}
+
+pub async fn get_document(
+    State(state): State<Arc<ApiState>>,
+    uri: Uri,
+    mut ctx: RequestContext,
+) -> Response {
+    let result = state.caller(&mut ctx).and_then(|_| {
+        document(uri.path())
+            .map(|doc| json_response(StatusCode::OK, &doc))
+            .ok_or_else(ApiError::no_route)
+    });
+    respond(&state, ctx, result)
 }
 
 #[cfg(test)]

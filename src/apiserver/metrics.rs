@@ -17,7 +17,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::ledger::{Rotation, TokenUse, UpstreamCount, UseOutcome};
+use super::classify::{TokenUse, UpstreamCount, UseOutcome};
+use super::ledger::Rotation;
 
 /// The `Content-Type` to serve [`Metrics::encode`]'s output with.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -245,7 +246,7 @@ mod tests {
 
     fn outcome(counted_as: UpstreamCount, superseded_after: Option<SignedDuration>) -> UseOutcome {
         UseOutcome {
-            classification: super::super::ledger::Classification::NoWarnAfter,
+            classification: super::super::usage::Classification::NoWarnAfter,
             counted_as,
             superseded_after,
             expired: false,

@@ -1,11 +1,24 @@
 //! `POST /api/v1/namespaces/{ns}/serviceaccounts/{name}/token`: upstream's checks in upstream's
 //! order (`TokenREST.Create`), against the in-memory objects. Pure apart from signing: the caller
-//! passes `now` and a uid generator.
+//! passes `now` and a uid generator. The handler (authorization, body, audit) comes last.
 
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
 use jiff::Timestamp;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec, TokenRequestStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::audit;
+use super::authn::lock;
+use super::body::read_body;
+use super::protobuf;
+use super::request::{
+    add_warnings, admin_reason, body_error, json_response, respond, ApiState, RequestContext,
+};
 use super::status::{go_quote, ApiError};
 use crate::issuer::objects::ObjectStore;
 use crate::issuer::{
@@ -303,6 +316,74 @@ fn resolve_bound_object(
         uid,
         node,
     })
+}
+
+fn new_uid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub async fn token_request(
+    State(state): State<Arc<ApiState>>,
+    Path((namespace, name)): Path<(String, String)>,
+    mut ctx: RequestContext,
+    body: Body,
+) -> Response {
+    ctx.object_ref = Some(audit::ObjectReference {
+        resource: "serviceaccounts".into(),
+        namespace: namespace.clone(),
+        name: name.clone(),
+        api_version: "v1".into(),
+        subresource: "token".into(),
+        ..audit::ObjectReference::default()
+    });
+    let result = async {
+        let caller = state.caller(&mut ctx)?;
+        if caller.is_admin() {
+            ApiState::allow(&mut ctx, admin_reason(&caller));
+        } else if state.allow_any_token_request {
+            ApiState::allow(&mut ctx, "--allow-any-token-request");
+        } else {
+            ApiState::forbid(&mut ctx);
+            return Err(ApiError::forbidden_resource(
+                &caller.username(),
+                "create",
+                "serviceaccounts",
+                Some("token"),
+                "",
+                Some(&namespace),
+                &name,
+            ));
+        }
+        let body = read_body(body).await?;
+        let request = protobuf::decode_token_request(ctx.content_type.as_deref(), &body)
+            .map_err(body_error)?;
+        // The issuer with the signing key of this moment (a rotation may replace it).
+        let issuer = state.keys.issuer();
+        // `emulate --expiration-seconds` / `ctl lifetime` govern these tokens too.
+        let lifetime_override = state.projector.get().and_then(|p| p.lifetime());
+        // The object store is locked for the checks only, not while signing.
+        let prepared = prepare_token(
+            &issuer,
+            &mut lock(&state.objects),
+            &namespace,
+            &name,
+            request,
+            lifetime_override,
+            &mut new_uid,
+        )?;
+        let created = sign_token(&issuer, prepared, ctx.received_at)?;
+        if let Some(jti) = &created.issued.claims.jti {
+            ctx.annotations.insert(
+                audit::annotation::ISSUED_CREDENTIAL_ID.into(),
+                audit::credential_id(jti),
+            );
+        }
+        let mut response = json_response(StatusCode::CREATED, &created.response);
+        add_warnings(&mut response, &created.warnings);
+        Ok::<_, ApiError>(response)
+    }
+    .await;
+    respond(&state, ctx, result)
 }
 
 #[cfg(test)]

@@ -13,10 +13,10 @@ use serde::Serialize;
 
 use super::api_client::ApiClient;
 use super::CommandError;
-use crate::apiserver::bounds::{evaluate, CheckBounds, Offender};
 use crate::apiserver::controls::STATUS_PATH;
-use crate::apiserver::ledger::UsageReport;
+use crate::apiserver::usage::UsageReport;
 use crate::cli::{CheckArgs, OutputFormat};
+use crate::report::bounds::{evaluate, CheckBounds, Offender};
 use crate::report::{html, Advice, NothingObserved, Origin, ReloadReport};
 
 /// Where the emulator serves the report, relative to the server's base URL.
@@ -350,7 +350,7 @@ fn format_seconds(seconds: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::ledger::{ClientUsage, RejectedUses, UsageTotals, UseCounts};
+    use crate::apiserver::usage::{ClientUsage, RejectedUses, UsageTotals, UseCounts};
     use jiff::{SignedDuration, Timestamp};
 
     fn client(user_agent: Option<&str>, stale: u64, worst_delay: Option<f64>) -> ClientUsage {

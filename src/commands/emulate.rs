@@ -15,10 +15,10 @@ use super::volumes::{
 };
 use super::{shutdown_signal, CommandError};
 use crate::apiserver::authn::lock;
-use crate::apiserver::controls::{ProjectedPod, ProjectedVolumeRef, Projector};
 use crate::apiserver::ledger::{LedgerLimits, Rotation};
 use crate::apiserver::metrics::RepairLabels;
-use crate::apiserver::server::ApiState;
+use crate::apiserver::projector::{ProjectedPod, ProjectedVolumeRef, Projector};
+use crate::apiserver::request::ApiState;
 use crate::cli::EmulateArgs;
 use crate::clock::{Clock, SystemClock};
 use crate::issuer::objects::{ObjectStore, StoredPod};

@@ -11,8 +11,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::apiserver::bounds::BrokenBound;
-use crate::apiserver::ledger::{ClientUsage, RejectedUses, Rejection};
+use super::bounds::BrokenBound;
+use crate::apiserver::usage::{ClientUsage, RejectedUses, Rejection};
 
 /// The kubelet replaces a token once 80 % of its lifetime has passed (a few seconds earlier with
 /// its jitter), so a replaced token has at least 20 % of its life left: a lifetime of 5 times the

@@ -11,9 +11,9 @@ use std::fmt::Write as _;
 
 use jiff::{SignedDuration, Timestamp};
 
+use super::bounds::BrokenBound;
 use super::{ClientReport, ReloadReport, Timeline};
-use crate::apiserver::bounds::BrokenBound;
-use crate::apiserver::ledger::{Classification, RecentUse, TokenSpan};
+use crate::apiserver::usage::{Classification, RecentUse, TokenSpan};
 
 /// SVG geometry, in user units (the SVG scales to the page width).
 const WIDTH: f64 = 1000.0;
@@ -641,11 +641,11 @@ fn escape(text: &str) -> String {
 mod tests {
     use super::super::tests::{at, client, mark, span};
     use super::*;
-    use crate::apiserver::bounds::CheckBounds;
-    use crate::apiserver::ledger::{UsageReport, UsageTotals};
+    use crate::apiserver::usage::{UsageReport, UsageTotals};
+    use crate::report::bounds::CheckBounds;
     use crate::report::Origin;
 
-    fn report_of(clients: Vec<crate::apiserver::ledger::ClientUsage>) -> ReloadReport {
+    fn report_of(clients: Vec<crate::apiserver::usage::ClientUsage>) -> ReloadReport {
         let usage = UsageReport {
             generated_at: at(60),
             clients,
@@ -664,7 +664,7 @@ mod tests {
             ],
             vec![mark(10, "aaaaaaaa-1", "bbbbbbbb-2")],
         );
-        let read_once = crate::apiserver::ledger::ClientUsage {
+        let read_once = crate::apiserver::usage::ClientUsage {
             user_agent: Some("read-once".to_owned()),
             ..client(
                 vec![span("aaaaaaaa-1", 0, 30, Some(10))],
@@ -691,7 +691,7 @@ mod tests {
 
     #[test]
     fn client_text_is_escaped() {
-        let hostile = crate::apiserver::ledger::ClientUsage {
+        let hostile = crate::apiserver::usage::ClientUsage {
             user_agent: Some("<script>alert(\"x\")</script>&'".to_owned()),
             ..client(vec![span("j", 0, 1, None)], vec![])
         };
@@ -721,7 +721,7 @@ mod tests {
             classification: Classification::Valid,
             superseded_after_seconds: None,
             expired: false,
-            rejected: Some(crate::apiserver::ledger::Rejection::UnknownKey),
+            rejected: Some(crate::apiserver::usage::Rejection::UnknownKey),
         }];
         let page = render(&report_of(vec![dropped]));
         assert!(page.contains("<dt>rejected uses</dt><dd class=\"bad\">80 unknown key</dd>"));

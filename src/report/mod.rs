@@ -6,19 +6,18 @@
 //! form is the [`ReloadReport`] itself.
 
 pub mod advice;
+pub mod bounds;
 pub mod html;
 pub mod nothing_observed;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::apiserver::bounds::{
-    evaluate, nothing_observed_fails, BrokenBound, CheckBounds, Offender,
-};
-use crate::apiserver::ledger::{
+use crate::apiserver::usage::{
     ClientUsage, RecentUse, RotationMark, TokenSpan, UsageReport, UsageTotals, UseCounts,
 };
 pub use advice::Advice;
+use bounds::{evaluate, nothing_observed_fails, BrokenBound, CheckBounds, Offender};
 pub use nothing_observed::{NothingObserved, Origin};
 
 /// Everything `check --report` writes.

@@ -1,6 +1,6 @@
 //! `GET` of the emulator's service accounts and pods, listed and one by one, so that `kubectl get
-//! sa` and `kubectl get pods` show what tokens are bound to. Admin only, as under upstream's
-//! default RBAC no service account may read these.
+//! sa` and `kubectl get pods` show what tokens are bound to; `DELETE` of a pod, which revokes its
+//! tokens. Admin only, as under upstream's default RBAC no service account may read these.
 //!
 //! kubectl asks for a `meta.k8s.io` Table (`Accept: ...;as=Table;g=meta.k8s.io`) and prints its
 //! rows; every other client gets the object or its list as JSON.
@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use super::audit;
 use super::authn::lock;
-use super::server::{admin_reason, json_response, respond, ApiState, RequestContext};
+use super::request::{admin_reason, json_response, respond, ApiState, RequestContext};
 use super::status::ApiError;
 use crate::issuer::objects::{Listed, StoredObject, StoredPod};
 
@@ -500,6 +500,70 @@ fn human_duration(seconds: i64) -> String {
         return with(days / 365, "y", days % 365, "d");
     }
     format!("{}y", days / 365)
+}
+
+/// `DELETE /api/v1/namespaces/{ns}/pods/{name}` (admin only): tokens bound to the pod stop
+/// authenticating at once, as upstream once the object is gone. Answers the deleted pod.
+pub async fn delete_pod(
+    State(state): State<Arc<ApiState>>,
+    Path((namespace, name)): Path<(String, String)>,
+    mut ctx: RequestContext,
+) -> Response {
+    ctx.object_ref = Some(audit::ObjectReference {
+        resource: "pods".into(),
+        namespace: namespace.clone(),
+        name: name.clone(),
+        api_version: "v1".into(),
+        ..audit::ObjectReference::default()
+    });
+    let result = state.caller(&mut ctx).and_then(|caller| {
+        if !caller.is_admin() {
+            ApiState::forbid(&mut ctx);
+            return Err(ApiError::forbidden_resource(
+                &caller.username(),
+                "delete",
+                "pods",
+                None,
+                "",
+                Some(&namespace),
+                &name,
+            ));
+        }
+        ApiState::allow(&mut ctx, admin_reason(&caller));
+        // As upstream's storage: a name it cannot key is a bad request; any other name that no
+        // pod has (an invalid one never does) is not found.
+        ApiError::check_name_parameter(&name)?;
+        // Deleting a pod is how its tokens are revoked (`ctl revoke`).
+        ctx.annotations
+            .insert(audit::annotation::CONTROL.into(), "revoke-pod".into());
+        let deleted = lock(&state.objects)
+            .delete_pod(&namespace, &name)
+            .ok_or_else(|| ApiError::not_found("pods", &name))?;
+        ctx.annotations.insert(
+            audit::annotation::CONTROL_DETAILS.into(),
+            format!(
+                "pod {namespace}/{name} (uid {}) deleted: its tokens no longer authenticate",
+                deleted.uid
+            ),
+        );
+        let pod = k8s_openapi::api::core::v1::Pod {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(namespace.clone()),
+                uid: Some(deleted.uid),
+                ..Default::default()
+            },
+            spec: Some(k8s_openapi::api::core::v1::PodSpec {
+                service_account_name: Some(deleted.service_account),
+                node_name: deleted.node_name,
+                ..Default::default()
+            }),
+            status: None,
+        };
+        tracing::info!(namespace = %namespace, pod = %name, "pod deleted; its tokens no longer authenticate");
+        Ok(json_response(StatusCode::OK, &pod))
+    });
+    respond(&state, ctx, result)
 }
 
 #[cfg(test)]

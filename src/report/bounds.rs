@@ -1,10 +1,10 @@
 //! `check`'s bounds and the clients of a usage report that broke them. Pure: judged from the
 //! report alone.
 
+use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
 
-use super::ledger::{RejectedUses, UsageReport};
-use jiff::SignedDuration;
+use crate::apiserver::usage::{RejectedUses, UsageReport};
 
 /// What `check` enforces: limits per client, and whether a run in which no client used a token
 /// passes.
@@ -139,7 +139,7 @@ pub fn evaluate(report: &UsageReport, bounds: &CheckBounds) -> Vec<Offender> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::ledger::{ClientUsage, UsageTotals, UseCounts};
+    use crate::apiserver::usage::{ClientUsage, UsageTotals, UseCounts};
     use jiff::Timestamp;
 
     fn at(seconds: i64) -> Timestamp {
