@@ -456,7 +456,7 @@ pub struct SidecarArgs {
     #[arg(
         long,
         env = "PROJECTED_TOKEN_CREDENTIALS_DIR",
-        default_value = crate::source::connection::IN_CLUSTER_CREDENTIALS_DIR
+        default_value = crate::source::config::IN_CLUSTER_CREDENTIALS_DIR
     )]
     pub credentials_dir: PathBuf,
 

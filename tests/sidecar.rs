@@ -34,7 +34,7 @@ const BACKOFF: [&str; 4] = ["--backoff-initial", "100ms", "--backoff-cap", "1s"]
 const BACKOFF_CAP: Duration = Duration::from_secs(1);
 /// Scheduling slack on top of the backoff cap (two shared cores, a debug build).
 const SLACK: Duration = Duration::from_secs(3);
-/// The sidecar's own per-request time limit (`source::connection::REQUEST_TIMEOUT`).
+/// The sidecar's own per-request time limit (`source::client::REQUEST_TIMEOUT`).
 const SIDECAR_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// What the flag-defined volume holds.
 const FLAG_VOLUME: [&str; 3] = ["ca.crt", "namespace", "token"];

@@ -16,7 +16,8 @@ use crate::health::{self, HealthState, RepairCounts};
 use crate::hooks::{parse_signal, Hook, HookRunner, SignalTarget};
 use crate::projection::spec::{token_volume_source, DataSources, PodInfo};
 use crate::refresher::{heal, Backoff, Control, ProjectedVolume, Refresher, RefresherError};
-use crate::source::connection::{self, ConnectionSpec};
+use crate::source::client::http_client;
+use crate::source::config::{self, ConnectionSpec};
 use crate::source::kube::KubeTokenSource;
 use crate::source::TokenSource;
 
@@ -26,9 +27,7 @@ const VOLUME_NAME: &str = "token";
 pub async fn run(args: SidecarArgs) -> Result<(), CommandError> {
     let shutdown = shutdown_signal()?;
     let connection = connect(&args)?;
-    let client = connection
-        .client()
-        .map_err(|e| CommandError::usage(e.to_string()))?;
+    let client = http_client(&connection).map_err(|e| CommandError::usage(e.to_string()))?;
     let ca_pem = connection
         .ca_pem()
         .map_err(|e| CommandError::usage(e.to_string()))?;
@@ -192,13 +191,13 @@ async fn project_once<S: TokenSource>(
 fn connect(args: &SidecarArgs) -> Result<ConnectionSpec, CommandError> {
     match &args.kubeconfig {
         Some(path) => {
-            let config = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| {
                 CommandError::usage(format!("--kubeconfig {}: {e}", path.display()))
             })?;
-            connection::from_kubeconfig(&config, args.context.as_deref())
+            config::from_kubeconfig(&kubeconfig, args.context.as_deref())
                 .map_err(|e| CommandError::usage(format!("--kubeconfig {}: {e}", path.display())))
         }
-        None => connection::in_cluster(
+        None => config::in_cluster(
             std::env::var("KUBERNETES_SERVICE_HOST").ok().as_deref(),
             std::env::var("KUBERNETES_SERVICE_PORT").ok().as_deref(),
             &args.credentials_dir,

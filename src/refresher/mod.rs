@@ -108,7 +108,8 @@ struct VolumeState {
     recover_on_retry: bool,
 }
 
-type RotationHook = Box<dyn Fn(&RotationEvent) + Send + Sync>;
+/// Told of every rotation (logs, the sidecar's rotation hooks, the emulator's ledger).
+type RotationObserver = Box<dyn Fn(&RotationEvent) + Send + Sync>;
 
 /// Requests to a running refresher, from signal handlers, directory watchers and the
 /// emulator's controls.
@@ -132,7 +133,7 @@ pub struct Refresher<S> {
     /// (deadline, volume index, token index, slot generation); earliest first.
     queue: BinaryHeap<Reverse<QueueEntry>>,
     backoff: Backoff,
-    on_rotation: Vec<RotationHook>,
+    on_rotation: Vec<RotationObserver>,
     repairs: Repairs,
     control_tx: tokio::sync::mpsc::UnboundedSender<Control>,
     control_rx: tokio::sync::mpsc::UnboundedReceiver<Control>,
@@ -268,9 +269,12 @@ impl<S: TokenSource> Refresher<S> {
         self
     }
 
-    /// Calls `hook` after every successful rotation.
-    pub fn on_rotation(mut self, hook: impl Fn(&RotationEvent) + Send + Sync + 'static) -> Self {
-        self.on_rotation.push(Box::new(hook));
+    /// Calls `observer` after every successful rotation.
+    pub fn on_rotation(
+        mut self,
+        observer: impl Fn(&RotationEvent) + Send + Sync + 'static,
+    ) -> Self {
+        self.on_rotation.push(Box::new(observer));
         self
     }
 
@@ -706,8 +710,8 @@ impl<S: TokenSource> Refresher<S> {
             };
             slot.written_jti = grant.jti.clone();
             slot.unpublished = false;
-            for hook in &self.on_rotation {
-                hook(&event);
+            for observer in &self.on_rotation {
+                observer(&event);
             }
         }
         for (token_index, ends_at) in published {

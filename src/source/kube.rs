@@ -10,7 +10,7 @@ use k8s_openapi::api::authentication::v1::{
     BoundObjectReference, TokenRequest as ApiTokenRequest, TokenRequestSpec,
 };
 
-use super::connection::ConnectionSpec;
+use super::config::ConnectionSpec;
 use super::{SourceError, TokenGrant, TokenRequest, TokenSource};
 use crate::clock::Clock;
 
@@ -277,6 +277,7 @@ impl TokenSource for KubeTokenSource {
             })?;
         if let Some(token) = self
             .connection
+            .credential
             .bearer_token(self.clock.now())
             .await
             .map_err(|e| SourceError::Refused(e.to_string()))?
@@ -286,7 +287,7 @@ impl TokenSource for KubeTokenSource {
         let response = http.send().await.map_err(|e| self.send_error(&url, e))?;
         let status = response.status().as_u16();
         if status == 401 {
-            self.connection.credential_refused().await;
+            self.connection.credential.refused().await;
         }
         let server = match status {
             403 => self.server_kind().await,

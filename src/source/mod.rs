@@ -1,8 +1,13 @@
 //! Where tokens come from: the [`TokenSource`] trait, the in-process issuer behind it, and the
-//! kube-apiserver TokenRequest client ([`kube`], connected as [`connection`] says).
+//! kube-apiserver TokenRequest client ([`kube`]): what it connects to ([`config`]), who it is
+//! there ([`auth`]: credentials re-read or re-run per request) and its HTTP client ([`client`]).
+//!
+//! The errors the submodules share live here, so that none of them imports another that
+//! imports it back; this module imports none of its submodules.
 
-pub mod connection;
-pub mod exec_credential;
+pub mod auth;
+pub mod client;
+pub mod config;
 pub mod kube;
 pub mod send_errors;
 pub mod server_trust;
@@ -124,6 +129,17 @@ impl SourceError {
     /// that waiting may cure by itself, as opposed to a refusal or a rejected request.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Unavailable(_) | Self::Throttled { .. })
+    }
+}
+
+/// A connection setting or credential that cannot be used, naming the setting and the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ConnectionError(pub String);
+
+impl ConnectionError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
     }
 }
 

@@ -1,55 +1,23 @@
-//! How the sidecar reaches a kube-apiserver: in-cluster (service environment variables and the
-//! pod's own projected token and CA) or a kubeconfig context (kube's config module parses it;
-//! we turn the result into a reqwest client).
-//!
-//! Credentials that live in files are re-read before every request, so the sidecar is itself a
-//! well-behaved client of its own rotating token.
+//! What the sidecar connects to: in-cluster (service environment variables and the pod's own
+//! projected CA and token file) or a kubeconfig context (kube's config module parses it): the
+//! server URL, the CA, the client certificate and which credential to send. Nothing but the
+//! kubeconfig is read here; [`super::client`] builds the HTTP client and [`super::auth`]
+//! re-reads or re-runs the credential before each request.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use kube::config::Kubeconfig;
-use secrecy::{ExposeSecret as _, SecretString};
+use secrecy::ExposeSecret as _;
 
-use super::exec_credential::{ClusterInfo, ExecPlugin};
+use super::auth::exec::{ClusterInfo, ExecPlugin};
+use super::auth::Credential;
+use super::ConnectionError;
 
 /// Where a pod's own service account files are mounted.
 pub const IN_CLUSTER_CREDENTIALS_DIR: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
-
-/// A connection setting that cannot be used, naming the setting and the fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ConnectionError(pub String);
-
-fn error(message: impl Into<String>) -> ConnectionError {
-    ConnectionError(message.into())
-}
-
-/// How requests prove who we are.
-#[derive(Clone)]
-pub enum Credential {
-    None,
-    /// A token given inline (kubeconfig `token`).
-    Token(SecretString),
-    /// A token file, re-read before each request (in-cluster token, kubeconfig `tokenFile`).
-    TokenFile(PathBuf),
-    /// A kubeconfig exec plugin, run again when its token expires or is refused.
-    Exec(Arc<ExecPlugin>),
-}
-
-impl std::fmt::Debug for Credential {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::None => f.write_str("None"),
-            Self::Token(_) => f.write_str("Token(<redacted>)"),
-            Self::TokenFile(path) => f.debug_tuple("TokenFile").field(path).finish(),
-            Self::Exec(plugin) => f.debug_tuple("Exec").field(plugin).finish(),
-        }
-    }
-}
 
 /// Everything needed to build the HTTP client, before any file but the kubeconfig is read.
 #[derive(Debug, Clone)]
@@ -94,12 +62,12 @@ impl PemSource {
         }
     }
 
-    fn read(&self, what: &str) -> Result<Vec<u8>, ConnectionError> {
+    /// The PEM bytes (a file is read now); `what` names them in the error.
+    pub fn read(&self, what: &str) -> Result<Vec<u8>, ConnectionError> {
         match self {
             Self::Inline(bytes) => Ok(bytes.clone()),
-            Self::File(path) => {
-                std::fs::read(path).map_err(|e| error(format!("{what} {}: {e}", path.display())))
-            }
+            Self::File(path) => std::fs::read(path)
+                .map_err(|e| ConnectionError::new(format!("{what} {}: {e}", path.display()))),
         }
     }
 }
@@ -124,7 +92,7 @@ pub fn in_cluster(
         host.filter(|h| !h.is_empty()),
         port.filter(|p| !p.is_empty()),
     ) else {
-        return Err(error(
+        return Err(ConnectionError::new(
             "unable to load in-cluster configuration, KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must be defined (or give --kubeconfig)",
         ));
     };
@@ -154,20 +122,24 @@ pub fn from_kubeconfig(
         .map(str::to_owned)
         .or_else(|| config.current_context.clone())
         .filter(|c| !c.is_empty())
-        .ok_or_else(|| error("the kubeconfig has no current-context; name one with --context"))?;
+        .ok_or_else(|| {
+            ConnectionError::new("the kubeconfig has no current-context; name one with --context")
+        })?;
     let named_context = config
         .contexts
         .iter()
         .find(|c| c.name == context_name)
         .and_then(|c| c.context.as_ref())
-        .ok_or_else(|| error(format!("context {context_name:?} is not in the kubeconfig")))?;
+        .ok_or_else(|| {
+            ConnectionError::new(format!("context {context_name:?} is not in the kubeconfig"))
+        })?;
     let cluster = config
         .clusters
         .iter()
         .find(|c| c.name == named_context.cluster)
         .and_then(|c| c.cluster.as_ref())
         .ok_or_else(|| {
-            error(format!(
+            ConnectionError::new(format!(
                 "cluster {:?} of context {context_name:?} is not in the kubeconfig",
                 named_context.cluster
             ))
@@ -177,7 +149,7 @@ pub fn from_kubeconfig(
         .clone()
         .filter(|s| !s.is_empty())
         .ok_or_else(|| {
-            error(format!(
+            ConnectionError::new(format!(
                 "cluster {:?} has no server URL",
                 named_context.cluster
             ))
@@ -201,7 +173,7 @@ pub fn from_kubeconfig(
         .and_then(|a| a.auth_info.clone())
         .unwrap_or_default();
     if auth.auth_provider.is_some() {
-        return Err(error(format!(
+        return Err(ConnectionError::new(format!(
             "user {user_name:?} authenticates with an auth-provider plugin (removed from client-go in 1.26); give it an exec plugin, a token, tokenFile or client certificate"
         )));
     }
@@ -235,7 +207,7 @@ pub fn from_kubeconfig(
         (None, None) => None,
     };
     if client_certificate.is_some() != client_key.is_some() {
-        return Err(error(format!(
+        return Err(ConnectionError::new(format!(
             "user {user_name:?} has a client certificate without its key (or a key without its certificate)"
         )));
     }
@@ -254,15 +226,8 @@ pub fn from_kubeconfig(
 fn decode_data(field: &str, data: &str) -> Result<Vec<u8>, ConnectionError> {
     STANDARD
         .decode(data.trim())
-        .map_err(|e| error(format!("kubeconfig {field} is not base64: {e}")))
+        .map_err(|e| ConnectionError::new(format!("kubeconfig {field} is not base64: {e}")))
 }
-
-/// A client certificate chain and its key, PEM.
-type IdentityPem = (Vec<u8>, Vec<u8>);
-
-/// Time limits of one API request.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl ConnectionSpec {
     /// Where the CA comes from, for messages ("file /path/ca.crt"), if one is configured.
@@ -270,95 +235,6 @@ impl ConnectionSpec {
         self.ca
             .as_ref()
             .map(|ca| ca.origin("certificate-authority-data"))
-    }
-
-    /// Builds the HTTP client: TLS trusting only the cluster CA (see [`super::server_trust`]),
-    /// the client identity if any.
-    pub fn client(&self) -> Result<reqwest::Client, ConnectionError> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .user_agent(concat!("projected-token/", env!("CARGO_PKG_VERSION")));
-        if self.insecure_skip_tls_verify {
-            tracing::warn!(server = %self.server, "insecure-skip-tls-verify: the API server's certificate is not verified");
-            builder = builder.tls_danger_accept_invalid_certs(true);
-        } else if let Some(ca) = &self.ca {
-            // Our own rustls configuration carries the CA and the client identity.
-            let pem = ca.read("certificate authority")?;
-            let identity = self.identity_pem()?;
-            let tls = super::server_trust::client_config(
-                &pem,
-                identity.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
-            )
-            .map_err(|e| {
-                error(format!(
-                    "certificate authority ({}) or client certificate: {e}",
-                    ca.origin("certificate-authority-data")
-                ))
-            })?;
-            return builder
-                .tls_backend_preconfigured(tls)
-                .build()
-                .map_err(|e| error(format!("HTTP client for {}: {e}", self.server)));
-        }
-        if let Some((cert, key)) = self.identity_pem()? {
-            let mut pem = cert;
-            pem.push(b'\n');
-            pem.extend(key);
-            let identity = reqwest::Identity::from_pem(&pem)
-                .map_err(|e| error(format!("client certificate and key: {e}")))?;
-            builder = builder.identity(identity);
-        }
-        builder
-            .build()
-            .map_err(|e| error(format!("HTTP client for {}: {e}", self.server)))
-    }
-
-    /// The client certificate chain and key, PEM, if configured.
-    fn identity_pem(&self) -> Result<Option<IdentityPem>, ConnectionError> {
-        match (&self.client_certificate, &self.client_key) {
-            (Some(cert), Some(key)) => Ok(Some((
-                cert.read("client certificate")?,
-                key.read("client key")?,
-            ))),
-            _ => Ok(None),
-        }
-    }
-
-    /// The bearer token for the next request at `now` (a token file is read now; an exec
-    /// plugin runs when its last token expired).
-    pub async fn bearer_token(
-        &self,
-        now: jiff::Timestamp,
-    ) -> Result<Option<String>, ConnectionError> {
-        match &self.credential {
-            Credential::None => Ok(None),
-            Credential::Token(token) => Ok(Some(token.expose_secret().to_owned())),
-            Credential::Exec(plugin) => {
-                Ok(Some(plugin.token(now).await?.expose_secret().to_owned()))
-            }
-            Credential::TokenFile(path) => {
-                let token = std::fs::read_to_string(path).map_err(|e| {
-                    error(format!("cannot read our own token {}: {e}", path.display()))
-                })?;
-                let token = token.trim();
-                if token.is_empty() {
-                    return Err(error(format!(
-                        "read empty token from file {:?}",
-                        path.display().to_string()
-                    )));
-                }
-                Ok(Some(token.to_owned()))
-            }
-        }
-    }
-
-    /// The server refused our credential (401): an exec plugin's cached token is dropped so
-    /// the next request runs the plugin again. Files are re-read anyway.
-    pub async fn credential_refused(&self) {
-        if let Credential::Exec(plugin) = &self.credential {
-            plugin.invalidate().await;
-        }
     }
 
     /// The cluster CA, PEM, for the projected `ca.crt` (empty when none is configured).
@@ -427,7 +303,12 @@ users:
         assert_eq!(dev.namespace.as_deref(), Some("team-a"));
         assert!(matches!(dev.ca, Some(PemSource::Inline(ref b)) if b == b"-----BEGIN"));
         assert_eq!(
-            dev.bearer_token(NOW).await.ok().flatten().as_deref(),
+            dev.credential
+                .bearer_token(NOW)
+                .await
+                .ok()
+                .flatten()
+                .as_deref(),
             Some("secret-token")
         );
         assert!(
@@ -447,29 +328,5 @@ users:
         assert!(broken.0.contains("\"nowhere\""), "{broken}");
         let missing = from_kubeconfig(&config, Some("nope")).unwrap_err();
         assert!(missing.0.contains("\"nope\""), "{missing}");
-    }
-
-    #[tokio::test]
-    async fn token_file_is_read_per_request_and_empty_is_an_error() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let token = dir.path().join("token");
-        let spec = ConnectionSpec {
-            credential: Credential::TokenFile(token.clone()),
-            ..in_cluster(Some("h"), Some("1"), dir.path()).expect("spec")
-        };
-        assert!(spec.bearer_token(NOW).await.is_err());
-        std::fs::write(&token, "first\n").expect("write");
-        assert_eq!(
-            spec.bearer_token(NOW).await.ok().flatten().as_deref(),
-            Some("first")
-        );
-        std::fs::write(&token, "second").expect("write");
-        assert_eq!(
-            spec.bearer_token(NOW).await.ok().flatten().as_deref(),
-            Some("second")
-        );
-        std::fs::write(&token, "  \n").expect("write");
-        let err = spec.bearer_token(NOW).await.unwrap_err();
-        assert!(err.0.contains("read empty token"), "{err}");
     }
 }

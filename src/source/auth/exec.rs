@@ -17,7 +17,7 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use tokio::io::AsyncReadExt as _;
 
-use super::connection::ConnectionError;
+use crate::source::ConnectionError;
 
 /// The versions of `client.authentication.k8s.io` client-go accepts.
 const SUPPORTED_API_VERSIONS: [&str; 2] = [
