@@ -7,7 +7,7 @@ use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use projected_token::projection::atomic_writer::{DATA_DIR_NAME, NEW_DATA_DIR_NAME};
-use projected_token::projection::links::NEW_LINK_NAME;
+use projected_token::projection::layout::NEW_LINK_NAME;
 use projected_token::projection::{
     AtomicWriter, FileProjection, Found, Payload, RecoveryReport, Repair, WriteError, WriteOutcome,
     WriterOptions,

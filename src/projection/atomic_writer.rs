@@ -18,14 +18,13 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::os::unix::fs::{fchown, lchown, symlink, DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use super::links::{ensure_links, Found, Repair, NEW_LINK_NAME};
-use super::paths::{clean_path, validate_path, PathError};
+use super::layout::NEW_LINK_NAME;
+pub use super::layout::{is_version_dir_name, DATA_DIR_NAME, NEW_DATA_DIR_NAME};
+use super::links::{ensure_links, Found, Repair};
+use super::paths::{clean_path, validate_path};
 use super::payload::{FileProjection, Payload};
-
-/// The published link to the current version directory.
-pub const DATA_DIR_NAME: &str = "..data";
-/// The staging link renamed over `..data`.
-pub const NEW_DATA_DIR_NAME: &str = "..data_tmp";
+use super::write_error::{io_err, remove_any};
+pub use super::write_error::WriteError;
 
 /// Version directories must be traversable by group and other whatever the umask (upstream).
 const VERSION_DIR_MODE: u32 = 0o755;
@@ -71,76 +70,6 @@ pub struct RecoveryReport {
     /// What was wrong with `..data` when someone else changed it (removed or replaced it, or
     /// pointed it elsewhere); crash leftovers are in `removed` only.
     pub repairs: Vec<Repair>,
-}
-
-/// Why a write failed. A failure before the swap (step 9) changes nothing visible; one after it
-/// leaves the new version published with cleanup unfinished (the next write or `recover` ends it).
-#[derive(Debug, thiserror::Error)]
-pub enum WriteError {
-    #[error("payload path {path:?}: {source}")]
-    InvalidPath {
-        path: String,
-        #[source]
-        source: PathError,
-    },
-    /// Two payload keys name the same file once cleaned (`a` and `./a`).
-    #[error("payload paths {first:?} and {second:?} both name {cleaned:?}")]
-    DuplicatePath {
-        first: String,
-        second: String,
-        cleaned: String,
-    },
-    /// `..data` is a link, but not to a version directory of this writer.
-    #[error(
-        "{} points to {target:?}, not to a version directory of this writer; run recover or remove it",
-        path.display()
-    )]
-    UnexpectedDataLink { path: PathBuf, target: PathBuf },
-    /// chown refused (not root, no CAP_CHOWN, or not a member of the group).
-    #[error(
-        "cannot chown {} to {kind} {id} for {setting}: {source}; run as root (or with CAP_CHOWN) or drop {setting}",
-        path.display()
-    )]
-    Ownership {
-        path: PathBuf,
-        /// `"group"` or `"owner"`.
-        kind: &'static str,
-        id: u32,
-        /// The pod setting that asked for it: `"fsGroup"` or `"runAsUser"`.
-        setting: &'static str,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{op} {}: {source}", path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// `map_err` helper: an I/O error with the operation and the path it was about.
-pub(super) fn io_err<'a>(
-    op: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(io::Error) -> WriteError + 'a {
-    move |source| WriteError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// True for a name `write` may have created as a version directory: `..` plus anything, except
-/// the link names.
-pub fn is_version_dir_name(name: &str) -> bool {
-    name.len() > 2
-        && name.starts_with("..")
-        && !name.contains('/')
-        && name != DATA_DIR_NAME
-        && name != NEW_DATA_DIR_NAME
-        && name != NEW_LINK_NAME
 }
 
 /// Writes payloads into one target directory, kubelet style. Not safe for concurrent writers to the
@@ -757,17 +686,6 @@ fn list_dir(dir: &Path) -> Result<Vec<(String, fs::FileType)>, WriteError> {
         }
     }
     Ok(out)
-}
-
-/// Removes a file, link or directory tree; `Ok(false)` when there was nothing.
-pub(super) fn remove_any(path: &Path) -> Result<bool, WriteError> {
-    let result = match fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => fs::remove_dir_all(path),
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(false),
-        Err(e) => Err(e),
-    };
-    result.map(|()| true).map_err(io_err("remove", path))
 }
 
 /// `statfs` magic numbers of file systems kept in memory only (`linux/magic.h`).

@@ -10,7 +10,7 @@ use std::fmt;
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 
-use super::spec::SpecError;
+use super::spec_error::SpecError;
 
 /// A scalar where an integer belongs: a number, or what else it was (for the message).
 #[derive(Debug, Clone, PartialEq, Eq)]

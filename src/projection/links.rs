@@ -13,11 +13,8 @@ use std::io::ErrorKind;
 use std::os::unix::fs::{symlink, FileTypeExt};
 use std::path::{Path, PathBuf};
 
-use super::atomic_writer::{io_err, is_version_dir_name, remove_any, WriteError, DATA_DIR_NAME};
-
-/// Staging name of a link about to replace a wrong entry. Reserved (starts with `..`); a crash
-/// can leave it behind, and `recover` removes it.
-pub const NEW_LINK_NAME: &str = "..link_tmp";
+use super::layout::{is_version_dir_name, DATA_DIR_NAME, NEW_LINK_NAME};
+use super::write_error::{io_err, remove_any, WriteError};
 
 /// What the writer found at a name it owns instead of what it had made there. Never holds
 /// file contents: a link's target is a path.

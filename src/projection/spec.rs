@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{
 use super::int_fields::{check_int_fields, PodInts};
 use super::paths::validate_path;
 use super::payload::{FileProjection, Payload};
+pub use super::spec_error::SpecError;
 use super::validation::{check_token_lifetimes, WrittenPaths};
 use crate::errors::go_quote;
 
@@ -31,15 +32,6 @@ pub const DEFAULT_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceacco
 pub const DEFAULT_VOLUME_PREFIX: &str = "kube-api-access-";
 /// Characters of the random suffix of generated names (apiserver's `SimpleNameGenerator`).
 pub const NAME_SUFFIX_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-
-/// Why a pod's projected volumes cannot be planned. Each message names the field and the fix.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SpecError {
-    #[error("pod manifest: {0}")]
-    Manifest(String),
-    #[error("{field}: {message}")]
-    Field { field: String, message: String },
-}
 
 fn field_error(field: impl Into<String>, message: impl Into<String>) -> SpecError {
     SpecError::Field {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use k8s_openapi::api::core::v1::ProjectedVolumeSource;
 
 use super::paths::clean_path;
-use super::spec::SpecError;
+use super::spec_error::SpecError;
 
 /// The shortest `expirationSeconds` a pod's token projection may ask for (10 minutes).
 pub const MIN_EXPIRATION_SECONDS: i64 = 600;
