@@ -7,8 +7,9 @@ use std::time::Duration;
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 
-use super::{error_chain, read_ca, CommandError};
+use super::shared::{read_ca, CommandError};
 use crate::cli::ApiConnectionArgs;
+use crate::errors::error_chain;
 
 /// Time limit of one request (a control answers at once; an RSA key takes up to 0.2 s).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::api_client::ApiClient;
-use super::CommandError;
+use super::shared::CommandError;
 use crate::apiserver::controls::STATUS_PATH;
 use crate::apiserver::usage::UsageReport;
 use crate::cli::{CheckArgs, OutputFormat};

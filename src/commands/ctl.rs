@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::{json, Value};
 
 use super::api_client::ApiClient;
-use super::CommandError;
+use super::shared::CommandError;
 use crate::apiserver::controls::{
     list_names, LIFETIME_PATH, OUTAGE_PATH, ROTATE_KEY_PATH, ROTATE_TOKENS_PATH, STATUS_PATH,
 };

@@ -9,11 +9,11 @@ use std::time::Instant;
 
 use super::serve::print_api_summary;
 use super::setup::{bind_listeners, key_ring, load_issuer, load_objects, start_api, LoadedIssuer};
+use super::shared::{shutdown_signal, CommandError};
 use super::volumes::{
     drop_ownership_unless_root, load_named_dirs, log_rotation, pod_volumes, pods_volumes,
     recover_volumes, single_volume, PodSet,
 };
-use super::{shutdown_signal, CommandError};
 use crate::apiserver::authn::lock;
 use crate::apiserver::ledger::{LedgerLimits, Rotation};
 use crate::apiserver::metrics::RepairLabels;

@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::{error_chain, read_ca, CommandError};
+use super::shared::{read_ca, CommandError};
 use crate::cli::{InspectArgs, OutputFormat};
+use crate::errors::error_chain;
 use crate::issuer::verify::verify_signature;
 use crate::token::decode::decode;
 use crate::token::explain::{explain, render_text, SignatureCheck};

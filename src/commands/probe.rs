@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::{error_chain, read_ca, CommandError};
+use super::shared::{read_ca, CommandError};
 use crate::cli::ProbeArgs;
+use crate::errors::error_chain;
 use crate::projection::paths::{clean_path, validate_path};
 use crate::watch::readiness::{readiness, Readiness};
 use crate::watch::snapshot;

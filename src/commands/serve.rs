@@ -3,7 +3,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::setup::{bind_listeners, key_ring, load_issuer, load_objects, start_api};
-use super::{shutdown_signal, CommandError};
+use super::shared::{shutdown_signal, CommandError};
 use crate::apiserver::ledger::LedgerLimits;
 use crate::cli::ServeArgs;
 use crate::clock::{Clock, SystemClock};

@@ -9,7 +9,7 @@ use axum_server::tls_rustls::RustlsConfig;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
-use super::CommandError;
+use super::shared::CommandError;
 use crate::apiserver::audit::AuditLog;
 use crate::apiserver::authn::{Authenticator, MASTERS_GROUP};
 use crate::apiserver::connections::{connection_cap, open_file_limit, ConnectionLimits};

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use jiff::SignedDuration;
 
+use super::shared::{shutdown_signal, CommandError};
 use super::volumes::{
     drop_ownership_unless_root, load_named_dirs, log_rotation, pod_volumes, recover_volumes,
     single_volume,
 };
-use super::{shutdown_signal, CommandError};
 use crate::cli::SidecarArgs;
 use crate::clock::{Clock, SystemClock};
 use crate::health::{self, HealthState, RepairCounts};

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Pod, ProjectedVolumeSource};
 
-use super::CommandError;
+use super::shared::CommandError;
 use crate::projection::pods::{has_projected_volume, parse_pod_documents, pod_dir, PodRegistry};
 use crate::projection::spec::{
     parse_pod_manifest, plan_pod_volumes, plan_volume, DataSources, NamedData, PlannedFile,

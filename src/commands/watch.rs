@@ -21,7 +21,7 @@ use jiff::Timestamp;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher as _};
 use tokio::sync::mpsc;
 
-use super::{shutdown_signal, CommandError};
+use super::shared::{shutdown_signal, CommandError};
 use crate::cli::{OutputFormat, WatchArgs};
 use crate::projection::paths::{clean_path, validate_path};
 use crate::watch::{exec_env, render_text, snapshot, Event, Snapshot, TokenState, Tracker};

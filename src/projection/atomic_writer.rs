@@ -23,8 +23,8 @@ pub use super::layout::{is_version_dir_name, DATA_DIR_NAME, NEW_DATA_DIR_NAME};
 use super::links::{ensure_links, Found, Repair};
 use super::paths::{clean_path, validate_path};
 use super::payload::{FileProjection, Payload};
-use super::write_error::{io_err, remove_any};
 pub use super::write_error::WriteError;
+use super::write_error::{io_err, remove_any};
 
 /// Version directories must be traversable by group and other whatever the umask (upstream).
 const VERSION_DIR_MODE: u32 = 0o755;

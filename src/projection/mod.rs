@@ -16,7 +16,7 @@ pub mod write_error;
 pub use atomic_writer::{
     is_memory_backed, AtomicWriter, RecoveryReport, WriteError, WriteOutcome, WriterOptions,
 };
-pub use links::{visible_problem, Found, Repair};
 pub use layout::NEW_LINK_NAME;
+pub use links::{visible_problem, Found, Repair};
 pub use paths::{validate_path, PathError};
 pub use payload::{FileProjection, Payload};

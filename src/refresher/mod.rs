@@ -18,8 +18,7 @@ use jiff::Timestamp;
 
 use crate::clock::Clock;
 use crate::projection::atomic_writer::DATA_DIR_NAME;
-use crate::projection::spec::{PodInfo, VolumePlan};
-use crate::projection::{AtomicWriter, Found, Repair, WriteOutcome};
+use crate::projection::{Found, Repair, WriteOutcome};
 use crate::source::{BoundPod, SourceError, TokenGrant, TokenRequest, TokenSource};
 use crate::token::refresh::{next_refresh, Occasion};
 
@@ -32,8 +31,10 @@ mod rotation_event;
 #[cfg(test)]
 mod scheduler_tests;
 mod status;
+mod step_watch;
 #[cfg(test)]
 mod test_fixture;
+mod volume;
 mod wall_clock;
 #[cfg(test)]
 mod wall_clock_tests;
@@ -46,14 +47,8 @@ use repairs::Repairs;
 pub use rotation_event::RotationEvent;
 use status::failure_reason;
 pub use status::{StatusBoard, TokenStatus};
-
-/// One projected volume of one pod, and where it is written.
-#[derive(Debug, Clone)]
-pub struct ProjectedVolume {
-    pub pod: PodInfo,
-    pub plan: VolumePlan,
-    pub writer: AtomicWriter,
-}
+use step_watch::{steady_deadline, StepWatch};
+pub use volume::ProjectedVolume;
 
 /// Why the refresher stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -300,7 +295,7 @@ impl<S: TokenSource> Refresher<S> {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), RefresherError> {
         let started = std::time::Instant::now();
         // From the start, so a step during the first projection is noticed too.
-        let mut steps = wall_clock::StepWatch::new(self.clock.as_ref());
+        let mut steps = StepWatch::new(self.clock.as_ref());
         let mut shutdown = std::pin::pin!(shutdown);
         let Some(written) = self.project(false, &mut shutdown).await? else {
             return Ok(()); // shut down during the first projection
@@ -603,7 +598,7 @@ impl<S: TokenSource> Refresher<S> {
         let slot = &mut self.volumes[volume_index].tokens[token_index];
         slot.generation = slot.generation.wrapping_add(1);
         slot.next_due = at;
-        slot.steady_due = wall_clock::steady_deadline(wait);
+        slot.steady_due = steady_deadline(wait);
         self.queue
             .push(Reverse((at, volume_index, token_index, slot.generation)));
         // Rescheduling leaves the superseded entry in the heap until its time comes; a burst of

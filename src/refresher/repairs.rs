@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::projection::{Found, Repair};
 
-use super::ProjectedVolume;
+use super::volume::ProjectedVolume;
 
 /// One entry of a volume found changed by someone else and put right. Never holds contents.
 #[derive(Debug, Clone, PartialEq, Eq)]
