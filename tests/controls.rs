@@ -6,19 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{run_ctl, send, start_serve, Emulator, Reply, SOON};
+use common::{assert_ctl_success, run_ctl, send, start_serve, Emulator, Reply, SOON};
 use reqwest::Method;
 use serde_json::{json, Value};
-
-fn assert_success(output: &std::process::Output, args: &[&str]) {
-    assert!(
-        output.status.success(),
-        "ctl {args:?}: {:?}\nstdout: {}\nstderr: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 fn stdout(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -76,7 +66,7 @@ async fn rotate_now_replaces_the_pods_tokens_and_refuses_unknown_pods() {
 
     // One pod: the default tokens live an hour, so only the control can have rotated it.
     let output = emulator.ctl(&["rotate", "--pod", "emulated-pod", "--namespace", "default"]);
-    assert_success(&output, &["rotate"]);
+    assert_ctl_success(&output, &["rotate"]);
     assert!(
         stdout(&output).starts_with("rotating now: default/emulated-pod volume kube-api-access-"),
         "{}",
@@ -198,7 +188,7 @@ async fn signing_key_rotation_without_grace_breaks_old_tokens_at_once() {
 
     // A bad rollout: the old key is dropped at once, the projected token is not replaced.
     let output = emulator.ctl(&["rotate-key", "--grace", "0", "--key-algorithm", "rs256"]);
-    assert_success(&output, &["rotate-key"]);
+    assert_ctl_success(&output, &["rotate-key"]);
     assert!(
         stdout(&output).contains("dropped at once"),
         "{}",
@@ -253,7 +243,7 @@ async fn a_client_keeping_a_dropped_keys_token_fails_check() {
     assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
 
     let output = emulator.ctl(&["rotate-key", "--grace", "0"]);
-    assert_success(&output, &["rotate-key"]);
+    assert_ctl_success(&output, &["rotate-key"]);
     for _ in 0..5 {
         assert_eq!(emulator.whoami(&old_token).await.status, 401);
     }
@@ -302,7 +292,7 @@ async fn unavailable_outage_answers_503_then_recovers() {
     assert_eq!(emulator.whoami(&emulator.token()).await.status, 201);
 
     let output = emulator.ctl(&["outage", "--mode", "unavailable", "--duration", "4s"]);
-    assert_success(&output, &["outage"]);
+    assert_ctl_success(&output, &["outage"]);
     assert!(
         stdout(&output).starts_with("simulated outage: ServiceUnavailable for 4 s"),
         "{}",
@@ -342,7 +332,7 @@ async fn unavailable_outage_answers_503_then_recovers() {
     emulator.ctl_json(&["outage", "--duration", "10m"]);
     assert_eq!(emulator.whoami(&emulator.token()).await.status, 503);
     let output = emulator.ctl(&["outage", "--end"]);
-    assert_success(&output, &["outage", "--end"]);
+    assert_ctl_success(&output, &["outage", "--end"]);
     assert!(
         stdout(&output).starts_with("outage ServiceUnavailable ended at"),
         "{}",
@@ -387,7 +377,7 @@ async fn refuse_outage_closes_the_listener_then_serves_again_on_the_same_address
 
     // ctl returns at once: the server times the outage itself.
     let output = emulator.ctl(&["outage", "--mode", "refuse", "--duration", "6s"]);
-    assert_success(&output, &["outage"]);
+    assert_ctl_success(&output, &["outage"]);
     assert!(
         stdout(&output).contains("RefuseConnections for 6 s"),
         "{}",
@@ -437,7 +427,7 @@ async fn revoked_pod_fails_token_review() {
     assert_eq!(emulator.review(&token).await["authenticated"], true);
 
     let output = emulator.ctl(&["revoke", "emulated-pod", "--namespace", "default"]);
-    assert_success(&output, &["revoke"]);
+    assert_ctl_success(&output, &["revoke"]);
     assert!(
         stdout(&output).starts_with("pod default/emulated-pod (uid "),
         "{}",
@@ -489,7 +479,7 @@ async fn lifetime_changes_at_run_time() {
     assert_eq!(lived(&first), 3607);
 
     let output = emulator.ctl(&["lifetime", "2s"]);
-    assert_success(&output, &["lifetime"]);
+    assert_ctl_success(&output, &["lifetime"]);
     assert!(
         stdout(&output).starts_with("token lifetime: 2 s (was each volume's own); rotating now:"),
         "{}",
@@ -572,10 +562,10 @@ async fn lifetime_governs_token_requests_too() {
         );
     }
 
-    assert_success(&emulator.ctl(&["lifetime", "5s"]), &["lifetime"]);
+    assert_ctl_success(&emulator.ctl(&["lifetime", "5s"]), &["lifetime"]);
     assert_eq!(granted(&request(600).await), 5);
 
-    assert_success(&emulator.ctl(&["lifetime", "--reset"]), &["lifetime"]);
+    assert_ctl_success(&emulator.ctl(&["lifetime", "--reset"]), &["lifetime"]);
     assert_eq!(granted(&request(600).await), 600);
     let too_short = request(60).await;
     assert!(
@@ -700,7 +690,7 @@ async fn serve_rotates_its_key_but_projects_no_tokens() {
     let before = server.issue("default", "app", json!({})).await;
     assert_eq!(server.whoami(&before).await.status, 201);
     let output = run(&["rotate-key", "--grace", "0"]);
-    assert_success(&output, &["rotate-key"]);
+    assert_ctl_success(&output, &["rotate-key"]);
     assert_eq!(server.whoami(&before).await.status, 401);
     let after = server.issue("default", "app", json!({})).await;
     assert_ne!(kid(&after), kid(&before));

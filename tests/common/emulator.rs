@@ -162,13 +162,7 @@ impl Emulator {
         let mut all = args.to_vec();
         all.extend(["-o", "json"]);
         let output = self.ctl(&all);
-        assert!(
-            output.status.success(),
-            "ctl {args:?}: {:?}\nstdout: {}\nstderr: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        assert_ctl_success(&output, args);
         serde_json::from_slice(&output.stdout).expect("ctl -o json prints JSON")
     }
 
@@ -194,6 +188,17 @@ impl Emulator {
             .filter(|event| event["annotations"]["projected-token/control"] == control)
             .collect()
     }
+}
+
+/// Asserts `ctl ARGS` succeeded, showing its output otherwise.
+pub fn assert_ctl_success(output: &std::process::Output, args: &[&str]) {
+    assert!(
+        output.status.success(),
+        "ctl {args:?}: {:?}\nstdout: {}\nstderr: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// `ctl ARGS` against the API at `url`, trusting `ca`, with the admin token in `token_file`.
