@@ -35,10 +35,6 @@ COPY --chown=65532:65532 target/image/projected/ /projected/
 # when it is the target; the legacy builder builds every stage before the target, so `local`
 # comes first and needs no pull).
 FROM ${RUST_IMAGE} AS build
-# scripts/build-static.sh links the binary with the function order it profiles under valgrind.
-RUN apt-get update \
- && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends valgrind openssl python3 \
- && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN scripts/build-static.sh \

@@ -6,16 +6,22 @@
 #                    --expiration-seconds 3600), with ca.crt and namespace
 #   sidecar-100vol   --pod with 100 projected volumes, one serviceAccountToken each
 #   sidecar-100src   --pod with one projected volume of 100 serviceAccountToken sources
-# waits until every token is on disk, lets them settle, then prints for each: VmRSS/VmHWM,
-# RssAnon/RssFile, Pss, thread count, and over an idle window the CPU time (utime+stime from
-# /proc/PID/stat in clock ticks, and the per-thread scheduler run time from
-# /proc/PID/task/*/schedstat in ns) and the context switches of all its threads (anything that
-# wakes up shows there). The tokens live an hour, so no refresh is due during the window.
+# and, beside them, the emulator projecting its default pod (`emulate --dir`).
+# It waits until every token is on disk, lets them settle, then prints
+#   - what each process costs a pod: private memory (`Anonymous:` in /proc/PID/smaps_rollup: heap,
+#     stacks, written data; nothing else can share or reclaim it), next to Pss and Rss (which also
+#     count the binary's clean code pages, shared with every process running the same file and
+#     reclaimable; here Pss splits them among the five processes of this run);
+#   - for each sidecar: VmRSS/VmHWM, RssAnon/RssFile, Pss, thread count, and over an idle window
+#     the CPU time (utime+stime from /proc/PID/stat in clock ticks, and the per-thread scheduler
+#     run time from /proc/PID/task/*/schedstat in ns) and the context switches of all its
+#     threads (anything that wakes up shows there). The tokens live an hour, so no refresh is
+#     due during the window.
 # Usage: scripts/measure-sidecar.sh [idle window seconds, default 30] [settle seconds, default 15]
 # (the default settle outlasts tokio's 10 s keep-alive of its blocking-pool threads, which the
 # startup's file writes spawned).
-# Env: BIN (default target/release/projected-token, built if missing), e.g. the shipped
-# binary: cargo build --profile dist --bin projected-token; BIN=target/dist/projected-token.
+# Env: BIN (default target/release/projected-token, built if missing), e.g. the shipped static
+# binary: scripts/build-static.sh; BIN=target/image/rootfs/usr/local/bin/projected-token.
 # STRACE=DIR: also strace every sidecar over the idle window (syscalls of all threads, futex
 # included) into DIR/<label>.strace.
 set -euo pipefail
@@ -64,6 +70,12 @@ until grep -q '^admin token file: ' "$tmp/serve.out"; do
   sleep 0.05
 done
 url=$(sed -n 's/^serving https API on //p' "$tmp/serve.out" | head -n 1)
+# The emulator proper: its default pod's token in $tmp/emulate (own state directory, so it
+# shares no key or CA with `serve`).
+PROJECTED_TOKEN_LOG=warn "$bin" emulate --dir "$tmp/emulate" --state-dir "$tmp/emulate-state" \
+  --listen 127.0.0.1:0 >"$tmp/emulate.out" 2>"$tmp/emulate.err" &
+emulate_pid=$!
+pids+=("$emulate_pid")
 cat >"$tmp/kubeconfig" <<EOF
 apiVersion: v1
 kind: Config
@@ -145,6 +157,14 @@ done
 for label in "${labels[@]}"; do
   [ -n "${ready_ms[$label]:-}" ] || fail "$label: not every token on disk after 30 s" "$tmp/$label.err"
 done
+tries=0
+until [ -s "$tmp/emulate/token" ]; do
+  if ! kill -0 "$emulate_pid" 2>/dev/null || [ $tries -ge 600 ]; then
+    fail "emulate: no token after $((tries / 20)) s" "$tmp/emulate.err"
+  fi
+  tries=$((tries + 1))
+  sleep 0.05
+done
 
 sleep "$settle"
 
@@ -174,6 +194,23 @@ for label in "${labels[@]}"; do snapshot "${pid_of[$label]}" "$tmp/$label.after"
 for pid in "${tracers[@]}"; do kill -INT "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
 
 echo "idle window ${window} s after a ${settle} s settle; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+# What a pod pays: private (anonymous) memory, then Pss and Rss (/proc/PID/smaps_rollup), KiB.
+mib() { awk -v k="$1" 'BEGIN { printf "%.2f", k / 1024 }'; }
+printf '%-16s %22s %22s %22s\n' process "private (Anonymous)" Pss Rss
+for label in "${labels[@]}" emulator-serve emulator-emulate; do
+  case $label in
+    emulator-serve) pid=$serve_pid ;;
+    emulator-emulate) pid=$emulate_pid ;;
+    *) pid=${pid_of[$label]} ;;
+  esac
+  kill -0 "$pid" 2>/dev/null || fail "$label exited" "$tmp/${label#emulator-}.err"
+  rollup=/proc/$pid/smaps_rollup
+  anon=$(kib Anonymous "$rollup")
+  pss=$(kib Pss "$rollup")
+  rss=$(kib Rss "$rollup")
+  printf '%-16s %9s KiB %5s MiB %9s KiB %5s MiB %9s KiB %5s MiB\n' "$label" \
+    "$anon" "$(mib "$anon")" "$pss" "$(mib "$pss")" "$rss" "$(mib "$rss")"
+done
 for label in "${labels[@]}"; do
   pid=${pid_of[$label]}
   kill -0 "$pid" 2>/dev/null || fail "$label exited" "$tmp/$label.err"
