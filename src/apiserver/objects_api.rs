@@ -5,6 +5,7 @@
 //! kubectl asks for a `meta.k8s.io` Table (`Accept: ...;as=Table;g=meta.k8s.io`) and prints its
 //! rows; every other client gets the object or its list as JSON.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -69,90 +70,36 @@ impl Resource {
 /// The phase every emulated pod reports: tokens are projected for it, so it runs.
 const POD_PHASE: &str = "Running";
 
-pub async fn list_all_service_accounts(
+/// `GET` of service accounts: every namespace's, one namespace's, or one by name (the route's
+/// `{namespace}` and `{name}` parameters, where it has them).
+pub async fn read_service_accounts(
     state: State<Arc<ApiState>>,
+    params: Option<Path<HashMap<String, String>>>,
     query: Query<ReadQuery>,
     headers: HeaderMap,
     ctx: RequestContext,
 ) -> Response {
+    let params = params.map(|Path(p)| p).unwrap_or_default();
     read(
         state,
         ctx,
         &headers,
         Resource::ServiceAccounts,
-        None,
-        None,
+        &params,
         &query,
     )
 }
 
-pub async fn list_service_accounts(
+/// `GET` of pods, as [`read_service_accounts`].
+pub async fn read_pods(
     state: State<Arc<ApiState>>,
-    Path(namespace): Path<String>,
+    params: Option<Path<HashMap<String, String>>>,
     query: Query<ReadQuery>,
     headers: HeaderMap,
     ctx: RequestContext,
 ) -> Response {
-    let ns = Some(namespace.as_str());
-    read(
-        state,
-        ctx,
-        &headers,
-        Resource::ServiceAccounts,
-        ns,
-        None,
-        &query,
-    )
-}
-
-pub async fn get_service_account(
-    state: State<Arc<ApiState>>,
-    Path((namespace, name)): Path<(String, String)>,
-    query: Query<ReadQuery>,
-    headers: HeaderMap,
-    ctx: RequestContext,
-) -> Response {
-    let (ns, name) = (Some(namespace.as_str()), Some(name.as_str()));
-    read(
-        state,
-        ctx,
-        &headers,
-        Resource::ServiceAccounts,
-        ns,
-        name,
-        &query,
-    )
-}
-
-pub async fn list_all_pods(
-    state: State<Arc<ApiState>>,
-    query: Query<ReadQuery>,
-    headers: HeaderMap,
-    ctx: RequestContext,
-) -> Response {
-    read(state, ctx, &headers, Resource::Pods, None, None, &query)
-}
-
-pub async fn list_pods(
-    state: State<Arc<ApiState>>,
-    Path(namespace): Path<String>,
-    query: Query<ReadQuery>,
-    headers: HeaderMap,
-    ctx: RequestContext,
-) -> Response {
-    let ns = Some(namespace.as_str());
-    read(state, ctx, &headers, Resource::Pods, ns, None, &query)
-}
-
-pub async fn get_pod(
-    state: State<Arc<ApiState>>,
-    Path((namespace, name)): Path<(String, String)>,
-    query: Query<ReadQuery>,
-    headers: HeaderMap,
-    ctx: RequestContext,
-) -> Response {
-    let (ns, name) = (Some(namespace.as_str()), Some(name.as_str()));
-    read(state, ctx, &headers, Resource::Pods, ns, name, &query)
+    let params = params.map(|Path(p)| p).unwrap_or_default();
+    read(state, ctx, &headers, Resource::Pods, &params, &query)
 }
 
 /// One list (no `name`) or get, authorized, filtered and rendered as the client asked.
@@ -161,10 +108,11 @@ fn read(
     mut ctx: RequestContext,
     headers: &HeaderMap,
     resource: Resource,
-    namespace: Option<&str>,
-    name: Option<&str>,
+    params: &HashMap<String, String>,
     query: &ReadQuery,
 ) -> Response {
+    let namespace = params.get("namespace").map(String::as_str);
+    let name = params.get("name").map(String::as_str);
     ctx.object_ref = Some(audit::ObjectReference {
         resource: resource.plural().into(),
         namespace: namespace.unwrap_or_default().into(),

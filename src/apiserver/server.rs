@@ -36,24 +36,24 @@ pub fn router(state: Arc<ApiState>) -> Router {
         )
         .route(
             "/api/v1/namespaces/{namespace}/pods/{name}",
-            get(objects_api::get_pod).delete(objects_api::delete_pod),
+            get(objects_api::read_pods).delete(objects_api::delete_pod),
         )
-        .route("/api/v1/pods", get(objects_api::list_all_pods))
+        .route("/api/v1/pods", get(objects_api::read_pods))
         .route(
             "/api/v1/namespaces/{namespace}/pods",
-            get(objects_api::list_pods),
+            get(objects_api::read_pods),
         )
         .route(
             "/api/v1/serviceaccounts",
-            get(objects_api::list_all_service_accounts),
+            get(objects_api::read_service_accounts),
         )
         .route(
             "/api/v1/namespaces/{namespace}/serviceaccounts",
-            get(objects_api::list_service_accounts),
+            get(objects_api::read_service_accounts),
         )
         .route(
             "/api/v1/namespaces/{namespace}/serviceaccounts/{name}",
-            get(objects_api::get_service_account),
+            get(objects_api::read_service_accounts),
         )
         .route(
             "/.well-known/openid-configuration",
