@@ -28,7 +28,37 @@ use crate::refresher::{heal, Control, ProjectedVolume, Refresher, RotationEvent}
 use crate::source::{LifetimeOverride, LocalIssuerSource, SourceError};
 
 pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
+    // Registered first, so a signal during start-up is not fatal.
     let shutdown = shutdown_signal()?;
+    run_until(args, shutdown, Announce::Stdout).await
+}
+
+/// Where a started emulator says it is ready.
+#[derive(Debug)]
+pub enum Announce {
+    /// The summary and the API's URLs on stdout, as the command prints them.
+    Stdout,
+    /// Nothing printed: `Ready` sent once the API serves and every volume was written (for an
+    /// emulator run in-process, as the conformance runner and test suites do).
+    Channel(tokio::sync::oneshot::Sender<Ready>),
+}
+
+/// A started emulator: where its API serves and where its volumes are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ready {
+    /// `https://host:port` of each listener (none with `--no-serve`).
+    pub api_urls: Vec<String>,
+    pub admin_token_file: Option<std::path::PathBuf>,
+    /// Each projected volume's directory, in the order planned.
+    pub volume_dirs: Vec<std::path::PathBuf>,
+}
+
+/// `emulate` until `shutdown` completes, announcing itself as `announce` says.
+pub async fn run_until(
+    args: EmulateArgs,
+    shutdown: impl std::future::Future<Output = ()>,
+    announce: Announce,
+) -> Result<(), CommandError> {
     // Bound before anything is written: a taken port leaves no empty --dir behind.
     let listeners = (!args.no_serve)
         .then(|| bind_listeners(&args.server))
@@ -58,13 +88,15 @@ pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let objects = Arc::new(Mutex::new(load_objects(&args.server, clock.clone())?));
     register_pods(&mut lock(&objects), &volumes, &loaded);
-    print_summary(
-        &args,
-        &loaded,
-        &volumes,
-        planned.pod_set.as_ref(),
-        &lock(&objects),
-    );
+    if matches!(announce, Announce::Stdout) {
+        print_summary(
+            &args,
+            &loaded,
+            &volumes,
+            planned.pod_set.as_ref(),
+            &lock(&objects),
+        );
+    }
 
     let keys = key_ring(&loaded)?;
     // Changeable at run time through the API's lifetime control.
@@ -110,7 +142,9 @@ pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
             listeners,
         )
         .await?;
-        print_api_summary(&api);
+        if matches!(announce, Announce::Stdout) {
+            print_api_summary(&api);
+        }
         // The projector is the kubelet of this emulated cluster: during a simulated API outage
         // its TokenRequests fail too, and are retried once the outage is over.
         source = source.with_availability(outage_check(api.state.clone(), clock.clone()));
@@ -164,6 +198,22 @@ pub async fn run(args: EmulateArgs) -> Result<(), CommandError> {
             })?,
         ),
     };
+    if let Announce::Channel(ready) = announce {
+        let (projected, first_projection) = tokio::sync::oneshot::channel();
+        refresher = refresher.on_first_projection(projected);
+        let api_urls = api.as_ref().map(|a| a.urls.clone()).unwrap_or_default();
+        let admin_token_file = api.as_ref().map(|a| a.admin_token_file.path());
+        let volume_dirs = dirs.clone();
+        tokio::spawn(async move {
+            if first_projection.await.is_ok() {
+                let _ = ready.send(Ready {
+                    api_urls,
+                    admin_token_file,
+                    volume_dirs,
+                });
+            }
+        });
+    }
     let result = refresher.run(shutdown).await;
     if let Some(api) = api {
         api.shutdown().await;

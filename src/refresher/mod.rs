@@ -137,6 +137,8 @@ pub struct Refresher<S> {
     status_len: usize,
     /// Spread the first refreshes (see [`Refresher::spread_start`]).
     spread_start: bool,
+    /// Told how many volumes were written once the first projection is done.
+    on_first_projection: Option<tokio::sync::oneshot::Sender<usize>>,
 }
 
 impl<S: TokenSource> Refresher<S> {
@@ -216,7 +218,15 @@ impl<S: TokenSource> Refresher<S> {
             status_len: status.len(),
             spread_start: false,
             status: Arc::new(std::sync::Mutex::new(status)),
+            on_first_projection: None,
         }
+    }
+
+    /// `done` hears how many volumes were written once [`Refresher::run`]'s first projection is
+    /// done: every volume holds its tokens (an in-process emulator waits for it).
+    pub fn on_first_projection(mut self, done: tokio::sync::oneshot::Sender<usize>) -> Self {
+        self.on_first_projection = Some(done);
+        self
     }
 
     /// A handle to send [`Control`] requests to the running refresher.
@@ -307,6 +317,10 @@ impl<S: TokenSource> Refresher<S> {
             elapsed_ms = started.elapsed().as_millis(),
             "initial projection done"
         );
+        if let Some(done) = self.on_first_projection.take() {
+            // Nobody listening any more is not our failure.
+            let _ = done.send(written);
+        }
         let mut jobs = Jobs::default();
         // Volumes with due tokens (or a layout to restore), in the order they fell due.
         let mut ready: VecDeque<usize> = VecDeque::new();

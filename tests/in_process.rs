@@ -1,0 +1,93 @@
+//! `emulate` run in-process (`commands::emulate::run_until`), as the conformance runner and test
+//! suites run it: it says where it is once it serves and every volume holds its token, prints
+//! nothing, several run side by side on free ports, and a shutdown removes what the run owned.
+
+mod common;
+
+use clap::Parser as _;
+use projected_token::cli::{Cli, Command};
+use projected_token::commands::emulate::{run_until, Announce, Ready};
+
+/// Starts `emulate ARGS` in this process; returns where it is and the means to stop it.
+async fn start(
+    args: &[&str],
+) -> (
+    Ready,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), projected_token::commands::CommandError>>,
+) {
+    let mut argv = vec!["projected-token", "emulate"];
+    argv.extend_from_slice(args);
+    let Command::Emulate(emulate) = Cli::try_parse_from(argv).expect("flags").command else {
+        panic!("not emulate");
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(run_until(
+        *emulate,
+        async move {
+            let _ = stopped.await;
+        },
+        Announce::Channel(ready_tx),
+    ));
+    let ready = tokio::time::timeout(common::EMULATE_READY, ready_rx)
+        .await
+        .expect("ready in time")
+        .expect("ready sent");
+    (ready, stop, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_emulators_run_side_by_side_and_stop_cleanly() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut running = Vec::new();
+    for n in 0..2 {
+        let dir = tmp.path().join(format!("sa-{n}"));
+        let dir_arg = format!("--dir={}", dir.display());
+        let args = [
+            dir_arg.as_str(),
+            "--listen=127.0.0.1:0",
+            "--ephemeral",
+            "--key-algorithm=es256",
+        ];
+        let (ready, stop, task) = start(&args).await;
+        assert_eq!(ready.volume_dirs, [dir.clone()]);
+        assert_eq!(ready.api_urls.len(), 1, "{ready:?}");
+        // Ready means written: the token is there, and it authenticates at this emulator.
+        let token = std::fs::read_to_string(dir.join("token")).expect("token on disk when ready");
+        let ca = std::fs::read_to_string(dir.join("ca.crt")).expect("ca.crt");
+        let client = common::https_client(&ca, &[]);
+        let reply = common::send(
+            &client,
+            reqwest::Method::POST,
+            &format!(
+                "{}/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                ready.api_urls[0]
+            ),
+            Some(token.trim()),
+            Some("application/json"),
+            Some(
+                br#"{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}"#.to_vec(),
+            ),
+        )
+        .await;
+        assert_eq!(reply.status, 201, "{}", reply.text);
+        let admin = ready.admin_token_file.clone().expect("an admin token file");
+        assert!(admin.exists(), "{}", admin.display());
+        running.push((ready, stop, task, admin));
+    }
+    assert_ne!(
+        running[0].0.api_urls, running[1].0.api_urls,
+        "each on its own port"
+    );
+    for (_, stop, task, admin) in running {
+        stop.send(()).expect("still running");
+        let result = tokio::time::timeout(std::time::Duration::from_secs(20), task)
+            .await
+            .expect("stops in time")
+            .expect("task");
+        assert!(result.is_ok(), "{:?}", result.err());
+        // --ephemeral: the run's private directory goes with it.
+        assert!(!admin.exists(), "{} left behind", admin.display());
+    }
+}
