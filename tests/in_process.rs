@@ -51,7 +51,7 @@ async fn two_emulators_run_side_by_side_and_stop_cleanly() {
             "--key-algorithm=es256",
         ];
         let (ready, stop, task) = start(&args).await;
-        assert_eq!(ready.volume_dirs, [dir.clone()]);
+        assert_eq!(ready.volume_dirs, std::slice::from_ref(&dir));
         assert_eq!(ready.api_urls.len(), 1, "{ready:?}");
         // Ready means written: the token is there, and it authenticates at this emulator.
         let token = std::fs::read_to_string(dir.join("token")).expect("token on disk when ready");
