@@ -108,7 +108,7 @@ fn token_ready(token: &TokenStatus, layout: Option<&Option<String>>, now: Timest
 }
 
 /// The lines of a readiness answer: one per token, `ok` or why not. `layout`: what
-/// [`layout_problems`] found, by token. Pure, for tests.
+/// `layout_problems` found, by token. Pure, for tests.
 pub fn readiness(
     tokens: &[TokenStatus],
     layout: &[Option<String>],
@@ -206,7 +206,7 @@ pub const REPAIRS_HELP: &str = "Entries of a token directory found changed by so
 /// Everything `/metrics` shows, read at scrape time.
 pub struct MetricsInput<'a> {
     pub tokens: &'a [TokenStatus],
-    /// What [`layout_problems`] found, by token.
+    /// What `layout_problems` found, by token.
     pub layout: &'a [Option<String>],
     pub hook_failures: &'a [(&'static str, u64)],
     /// ((volume, path, found), count)

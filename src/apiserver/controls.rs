@@ -1,7 +1,7 @@
 //! Chaos and test controls of the emulator, for the admin only, under [`PREFIX`]: rotate tokens
 //! now, rotate the signing key (with or without a grace period), simulate an outage, change token
 //! lifetimes. (Revoking is `DELETE /api/v1/namespaces/{ns}/pods/{name}`, as upstream.) Every
-//! control is written to the audit log with a [`CONTROL`](super::audit::annotation::CONTROL) annotation saying what it did.
+//! control is written to the audit log with a `CONTROL` (`audit::annotation`) annotation saying what it did.
 //!
 //! Bodies are JSON in and out; errors are `metav1.Status`, as the rest of the API. The projector
 //! (`emulate`'s refresher) is reached through the [`Projector`](super::projector::Projector) trait, so this module does not
@@ -223,7 +223,7 @@ fn no_projector() -> ApiError {
 /// pods, rotating everything must not write a megabyte per line.
 const LISTED_NAMES: usize = 10;
 
-/// `names` joined, the first [`LISTED_NAMES`] of them, or `empty` for none.
+/// `names` joined, the first `LISTED_NAMES` of them, or `empty` for none.
 pub fn list_names(names: impl ExactSizeIterator<Item = String>, empty: &str) -> String {
     let total = names.len();
     let shown: Vec<String> = names.take(LISTED_NAMES).collect();

@@ -1,7 +1,7 @@
 //! What every handler shares: the server's state ([`ApiState`]), one request as the audit log and
 //! the ledger see it ([`RequestContext`], with its bearer token read as upstream reads it),
 //! authentication with the accounting of each token use, authorization decisions for the audit
-//! log, and responses ([`respond`] writes the audit event).
+//! log, and responses (`respond` writes the audit event).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -7,7 +7,6 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
-use jiff::Timestamp;
 use k8s_openapi::api::authentication::v1::{
     SelfSubjectReview, SelfSubjectReviewStatus, TokenReviewStatus, UserInfo,
 };
@@ -19,6 +18,7 @@ use super::body::read_body;
 use super::protobuf;
 use super::request::{body_error, json_response, respond, ApiState, RequestContext};
 use super::status::ApiError;
+use super::token_request::whole_seconds;
 
 pub async fn token_review(
     State(state): State<Arc<ApiState>>,
@@ -113,8 +113,4 @@ pub async fn self_subject_review(
     }
     .await;
     respond(&state, ctx, result)
-}
-
-fn whole_seconds(at: Timestamp) -> Timestamp {
-    Timestamp::from_second(at.as_second()).unwrap_or(at)
 }

@@ -222,7 +222,7 @@ pub fn sign_token(
     response.metadata.name = Some(service_account.name);
     response.metadata.namespace = Some(service_account.namespace);
     response.metadata.uid = Some(service_account.uid);
-    response.metadata.creation_timestamp = Some(Time(seconds(now)));
+    response.metadata.creation_timestamp = Some(Time(whole_seconds(now)));
     response.spec = Some(TokenRequestSpec {
         audiences: Some(validated.audiences.clone()),
         expiration_seconds: Some(validated.expiration_seconds),
@@ -230,7 +230,7 @@ pub fn sign_token(
     });
     response.status = Some(TokenRequestStatus {
         token: Some(issued.token.clone()),
-        expiration_timestamp: Some(Time(seconds(issued.expiration_timestamp))),
+        expiration_timestamp: Some(Time(whole_seconds(issued.expiration_timestamp))),
     });
     Ok(CreatedToken {
         response,
@@ -240,7 +240,8 @@ pub fn sign_token(
 }
 
 /// Whole seconds, as the API serialises times.
-fn seconds(at: Timestamp) -> Timestamp {
+/// `at` truncated to whole seconds, as upstream's `metav1.Time` serializes it.
+pub(super) fn whole_seconds(at: Timestamp) -> Timestamp {
     Timestamp::from_second(at.as_second()).unwrap_or(at)
 }
 

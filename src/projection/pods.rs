@@ -26,7 +26,7 @@ pub struct PodDocument {
 }
 
 impl PodDocument {
-    /// "document 2" or "document 1, items[3]", for messages.
+    /// "document 2" or "document 1, items\[3\]", for messages.
     pub fn position(&self) -> String {
         match self.item {
             Some(item) => format!("document {}, items[{item}]", self.document),

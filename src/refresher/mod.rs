@@ -6,7 +6,7 @@
 //! writer on a blocking thread), and schedules each token's next refresh by the kubelet's rule
 //! with a fresh jitter (anywhere in the kubelet's range, not only its whole seconds). Every queue
 //! operation is O(log n); there is no task or timer per token. Deadlines are wall-clock times
-//! (the kubelet's rule is); [`wall_clock`] keeps them true when the wall clock steps.
+//! (the kubelet's rule is); `wall_clock` keeps them true when the wall clock steps.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -283,10 +283,10 @@ impl<S: TokenSource> Refresher<S> {
         self
     }
 
-    /// Calls `hook` for every entry of a volume found changed behind the writer's back and put
-    /// right (each is also logged).
-    pub fn on_repair(mut self, hook: impl Fn(&RepairEvent) + Send + Sync + 'static) -> Self {
-        self.repairs.hooks.push(Box::new(hook));
+    /// Calls `observer` for every entry of a volume found changed behind the writer's back and
+    /// put right (each is also logged).
+    pub fn on_repair(mut self, observer: impl Fn(&RepairEvent) + Send + Sync + 'static) -> Self {
+        self.repairs.observers.push(Box::new(observer));
         self
     }
 

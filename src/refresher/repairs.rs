@@ -1,5 +1,5 @@
 //! Reporting what the writer found changed behind its back and put right: one log line per
-//! entry, and the hooks that count it (the sidecar's `/metrics`, the emulator's).
+//! entry, and the observers that count it (the sidecar's `/metrics`, the emulator's).
 
 use std::path::PathBuf;
 
@@ -19,18 +19,18 @@ pub struct RepairEvent {
     pub found: Found,
 }
 
-pub(super) type RepairHook = Box<dyn Fn(&RepairEvent) + Send + Sync>;
+pub(super) type RepairObserver = Box<dyn Fn(&RepairEvent) + Send + Sync>;
 
-/// The repair hooks, and the repairs made before the refresher ran (start-up recovery), which
-/// are reported once the hooks are in place.
+/// The repair observers, and the repairs made before the refresher ran (start-up recovery), which
+/// are reported once the observers are in place.
 #[derive(Default)]
 pub(super) struct Repairs {
-    pub hooks: Vec<RepairHook>,
+    pub observers: Vec<RepairObserver>,
     pub at_start: Vec<(usize, Repair)>,
 }
 
 impl Repairs {
-    /// Logs each repair of `volume` and tells every hook.
+    /// Logs each repair of `volume` and tells every observer.
     pub fn report(&self, volume: &ProjectedVolume, repairs: impl IntoIterator<Item = Repair>) {
         for repair in repairs {
             let event = RepairEvent {
@@ -48,8 +48,8 @@ impl Repairs {
                 found = %event.found,
                 "repaired an entry changed behind our back"
             );
-            for hook in &self.hooks {
-                hook(&event);
+            for observer in &self.observers {
+                observer(&event);
             }
         }
     }
