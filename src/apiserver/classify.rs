@@ -107,3 +107,114 @@ pub fn upstream_count(classification: Classification, rejected: bool) -> Upstrea
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: f64) -> Timestamp {
+        Timestamp::from_duration(SignedDuration::from_secs_f64(1_700_000_000.0 + seconds))
+            .expect("timestamp")
+    }
+
+    fn token_use(used_at: f64, warn_after: Option<Timestamp>, legacy: bool) -> TokenUse {
+        TokenUse {
+            at: at(used_at),
+            subject: "system:serviceaccount:ns:app".into(),
+            namespace: "ns".into(),
+            service_account: "app".into(),
+            pod: None,
+            pod_uid: None,
+            jti: None,
+            warn_after,
+            issued_at: None,
+            legacy,
+            rejected: None,
+            user_agent: None,
+        }
+    }
+
+    #[test]
+    fn uses_are_classified_as_upstream_classifies_them() {
+        let warn = Some(at(100.0));
+        let cases = [
+            (
+                "before warnafter",
+                token_use(99.0, warn, false),
+                Classification::Valid,
+            ),
+            (
+                "at warnafter: not after it",
+                token_use(100.0, warn, false),
+                Classification::Valid,
+            ),
+            (
+                "half a second after: stale by 0 whole seconds",
+                token_use(100.5, warn, false),
+                Classification::Stale {
+                    seconds_after_warning: 0,
+                },
+            ),
+            (
+                "61 s after",
+                token_use(161.0, warn, false),
+                Classification::Stale {
+                    seconds_after_warning: 61,
+                },
+            ),
+            (
+                "no warnafter",
+                token_use(500.0, None, false),
+                Classification::NoWarnAfter,
+            ),
+            (
+                "a zero warnafter counts as absent",
+                token_use(500.0, Some(Timestamp::UNIX_EPOCH), false),
+                Classification::NoWarnAfter,
+            ),
+            (
+                "legacy wins",
+                token_use(500.0, warn, true),
+                Classification::Legacy,
+            ),
+        ];
+        for (case, token_use, expected) in cases {
+            assert_eq!(classify(&token_use), expected, "{case}");
+        }
+    }
+
+    #[test]
+    fn rejected_uses_increment_no_upstream_counter() {
+        let stale = Classification::Stale {
+            seconds_after_warning: 3,
+        };
+        assert_eq!(
+            upstream_count(stale, false),
+            UpstreamCount::Stale {
+                seconds_after_warning: 3
+            }
+        );
+        assert_eq!(
+            upstream_count(Classification::Valid, false),
+            UpstreamCount::Valid
+        );
+        assert_eq!(
+            upstream_count(Classification::Legacy, false),
+            UpstreamCount::Legacy
+        );
+        assert_eq!(
+            upstream_count(Classification::NoWarnAfter, false),
+            UpstreamCount::Uncounted
+        );
+        for classification in [stale, Classification::Valid, Classification::Legacy] {
+            assert_eq!(
+                upstream_count(classification, true),
+                UpstreamCount::Uncounted
+            );
+        }
+        assert_eq!(
+            stale_annotation_value("system:serviceaccount:ns:app", 42),
+            "subject: system:serviceaccount:ns:app, seconds after warning threshold: 42"
+        );
+    }
+}

@@ -226,3 +226,47 @@ pub struct UsageTotals {
     #[serde(default)]
     pub unattributed_rejections: u64,
 }
+
+/// Usage reports for the unit tests of what reads them (`check`'s bounds and output).
+#[cfg(test)]
+pub(crate) mod samples {
+    use super::*;
+
+    /// A client of pod `default/app-0` with 10 uses at 1,700,000,000..+10 s, `stale` of them
+    /// stale (the worst 3 s after warnafter), superseded once when it has a `worst_delay`.
+    pub fn client(user_agent: Option<&str>, stale: u64, worst_delay: Option<f64>) -> ClientUsage {
+        let at = |s: i64| Timestamp::from_second(1_700_000_000 + s).unwrap_or_default();
+        ClientUsage {
+            subject: "system:serviceaccount:default:app".to_owned(),
+            namespace: "default".to_owned(),
+            service_account: "app".to_owned(),
+            pod: Some("app-0".to_owned()),
+            pod_uid: None,
+            user_agent: user_agent.map(str::to_owned),
+            counts: UseCounts {
+                uses: 10,
+                stale,
+                superseded: u64::from(worst_delay.is_some()),
+                ..UseCounts::default()
+            },
+            first_use: at(0),
+            last_use: at(10),
+            worst_reload_delay_seconds: worst_delay,
+            worst_stale_seconds: (stale > 0).then_some(3),
+            distinct_tokens: 1,
+            recent_uses: vec![],
+            median_reload_delay_seconds: None,
+            tokens: vec![],
+            rotations: vec![],
+        }
+    }
+
+    /// A report of `clients`, made at 1,700,000,100.
+    pub fn report(clients: Vec<ClientUsage>) -> UsageReport {
+        UsageReport {
+            generated_at: Timestamp::from_second(1_700_000_100).unwrap_or_default(),
+            clients,
+            totals: UsageTotals::default(),
+        }
+    }
+}

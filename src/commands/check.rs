@@ -350,42 +350,10 @@ fn format_seconds(seconds: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::usage::{ClientUsage, RejectedUses, UsageTotals, UseCounts};
-    use jiff::{SignedDuration, Timestamp};
+    use crate::apiserver::usage::RejectedUses;
+    use jiff::SignedDuration;
 
-    fn client(user_agent: Option<&str>, stale: u64, worst_delay: Option<f64>) -> ClientUsage {
-        ClientUsage {
-            subject: "system:serviceaccount:default:app".to_owned(),
-            namespace: "default".to_owned(),
-            service_account: "app".to_owned(),
-            pod: Some("app-0".to_owned()),
-            pod_uid: None,
-            user_agent: user_agent.map(str::to_owned),
-            counts: UseCounts {
-                uses: 5,
-                stale,
-                superseded: u64::from(worst_delay.is_some()),
-                ..UseCounts::default()
-            },
-            first_use: Timestamp::UNIX_EPOCH,
-            last_use: Timestamp::UNIX_EPOCH,
-            worst_reload_delay_seconds: worst_delay,
-            worst_stale_seconds: None,
-            distinct_tokens: 1,
-            recent_uses: vec![],
-            median_reload_delay_seconds: None,
-            tokens: vec![],
-            rotations: vec![],
-        }
-    }
-
-    fn report(clients: Vec<ClientUsage>) -> UsageReport {
-        UsageReport {
-            generated_at: Timestamp::UNIX_EPOCH,
-            clients,
-            totals: UsageTotals::default(),
-        }
-    }
+    use crate::apiserver::usage::samples::{client, report};
 
     const BOUNDS: CheckBounds = CheckBounds::strict(SignedDuration::from_secs(5));
 

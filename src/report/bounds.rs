@@ -139,46 +139,13 @@ pub fn evaluate(report: &UsageReport, bounds: &CheckBounds) -> Vec<Offender> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apiserver::usage::{ClientUsage, UsageTotals, UseCounts};
-    use jiff::Timestamp;
-
-    fn at(seconds: i64) -> Timestamp {
-        Timestamp::from_second(1_700_000_000 + seconds).unwrap()
-    }
+    use crate::apiserver::usage::ClientUsage;
 
     fn client(stale: u64, worst_delay: Option<f64>, user_agent: &str) -> ClientUsage {
-        ClientUsage {
-            subject: "system:serviceaccount:default:app".to_owned(),
-            namespace: "default".to_owned(),
-            service_account: "app".to_owned(),
-            pod: Some("app-0".to_owned()),
-            pod_uid: None,
-            user_agent: Some(user_agent.to_owned()),
-            counts: UseCounts {
-                uses: 10,
-                stale,
-                superseded: u64::from(worst_delay.is_some()),
-                ..UseCounts::default()
-            },
-            first_use: at(0),
-            last_use: at(10),
-            worst_reload_delay_seconds: worst_delay,
-            worst_stale_seconds: (stale > 0).then_some(3),
-            distinct_tokens: 1,
-            recent_uses: vec![],
-            median_reload_delay_seconds: None,
-            tokens: vec![],
-            rotations: vec![],
-        }
+        samples::client(Some(user_agent), stale, worst_delay)
     }
 
-    fn report(clients: Vec<ClientUsage>) -> UsageReport {
-        UsageReport {
-            generated_at: at(100),
-            clients,
-            totals: UsageTotals::default(),
-        }
-    }
+    use crate::apiserver::usage::samples::{self, report};
 
     #[test]
     fn evaluate_bounds() {
