@@ -8,6 +8,7 @@ pub mod apiserver;
 pub mod cli;
 pub mod clock;
 pub mod commands;
+pub mod conformance;
 pub mod duration;
 pub mod errors;
 pub mod health;
