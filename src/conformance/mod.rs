@@ -3,3 +3,4 @@
 
 pub mod client;
 pub mod in_cluster_mount;
+pub mod scenarios;
