@@ -203,6 +203,13 @@ pub struct EmulateArgs {
     #[arg(long, env = "PROJECTED_TOKEN_EXPIRATION_SECONDS", value_parser = clap::value_parser!(i64).range(1..))]
     pub expiration_seconds: Option<i64>,
 
+    /// Emulator only: mint each projected token's first version as if issued this long ago, as
+    /// a client restarting in a long-running pod finds its token, so the kubelet's first refresh
+    /// (at 80 % of the lifetime from the issue) comes that much sooner. Capped at 80 % of the
+    /// token's lifetime; later versions are fresh.
+    #[arg(long, env = "PROJECTED_TOKEN_FIRST_TOKEN_AGE", value_parser = duration::parse_non_negative)]
+    pub first_token_age: Option<jiff::SignedDuration>,
+
     #[command(flatten)]
     pub writing: WritingArgs,
 }

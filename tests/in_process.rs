@@ -91,3 +91,52 @@ async fn two_emulators_run_side_by_side_and_stop_cleanly() {
         assert!(!admin.exists(), "{} left behind", admin.display());
     }
 }
+
+/// `--first-token-age`: the first token is minted as if issued earlier, so the kubelet's first
+/// refresh comes that much sooner (here about 1 s after the start instead of 8 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aged_first_token_is_refreshed_early() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("sa");
+    let dir_arg = format!("--dir={}", dir.display());
+    let (_ready, stop, task) = start(&[
+        dir_arg.as_str(),
+        "--no-serve",
+        "--ephemeral",
+        "--key-algorithm=es256",
+        "--expiration-seconds=10",
+        "--first-token-age=7s",
+    ])
+    .await;
+    let started = jiff::Timestamp::now();
+    let first = std::fs::read_to_string(dir.join("token")).expect("token");
+    let claims = projected_token::token::decode(first.trim()).expect("a JWT");
+    let iat = claims.numeric_claim("iat").expect("iat");
+    let age = started.as_second() - iat;
+    assert!((6..=9).contains(&age), "issued {age} s before the start");
+    // Refreshed at 80 % of its 10 s, less up to 10 % jitter: 0 to 1 s from the start.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(6);
+    let second = loop {
+        let now = std::fs::read_to_string(dir.join("token")).expect("token");
+        if now != first {
+            break now;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not refreshed within 6 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let claims = projected_token::token::decode(second.trim()).expect("a JWT");
+    let fresh = jiff::Timestamp::now().as_second() - claims.numeric_claim("iat").expect("iat");
+    assert!(
+        (0..=2).contains(&fresh),
+        "the second version is fresh: {fresh} s old"
+    );
+    stop.send(()).expect("still running");
+    let result = tokio::time::timeout(std::time::Duration::from_secs(20), task)
+        .await
+        .expect("stops in time")
+        .expect("task");
+    assert!(result.is_ok(), "{:?}", result.err());
+}

@@ -114,6 +114,9 @@ pub async fn run_until(
         let objects = objects.clone();
         move |node: &str| lock(&objects).node(node).map(|n| n.uid.clone())
     });
+    if let Some(age) = args.first_token_age.filter(|age| age.is_positive()) {
+        source = source.with_first_token_age(age);
+    }
 
     let preparing = Instant::now();
     let repaired_at_start = recover_volumes(&mut volumes)?;

@@ -12,9 +12,10 @@ pub mod kube;
 pub mod send_errors;
 pub mod server_trust;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use jiff::{SignedDuration, Timestamp};
 
@@ -193,6 +194,9 @@ pub struct LocalIssuerSource {
     /// The uid of a pod's node, when the node is known (its name alone otherwise).
     node_uid: Option<NodeUids>,
     availability: Option<Availability>,
+    /// `--first-token-age`: how old each request's first token is made, and the requests
+    /// already answered once.
+    first_token_age: Option<(SignedDuration, Arc<Mutex<HashSet<TokenRequest>>>)>,
 }
 
 type NodeUids = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
@@ -212,7 +216,33 @@ impl LocalIssuerSource {
             service_account_uid: Arc::new(service_account_uid),
             node_uid: None,
             availability: None,
+            first_token_age: None,
         }
+    }
+
+    /// Mints the first token of each request as if issued `age` ago (at most 80 % of its
+    /// lifetime): `emulate --first-token-age`.
+    pub fn with_first_token_age(mut self, age: SignedDuration) -> Self {
+        self.first_token_age = Some((age, Arc::default()));
+        self
+    }
+
+    /// When the token for `request`, living `lifetime` seconds, is issued: now, or earlier for
+    /// the first token of a request under `--first-token-age`.
+    fn issued_at(&self, request: &TokenRequest, lifetime: i64) -> Timestamp {
+        let now = self.clock.now();
+        let Some((age, answered)) = &self.first_token_age else {
+            return now;
+        };
+        let first = answered
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(request.clone());
+        if !first {
+            return now;
+        }
+        let cap = SignedDuration::from_secs(lifetime) * 4 / 5;
+        now.checked_sub((*age).min(cap)).unwrap_or(now)
     }
 
     /// Puts the uid `node_uid(name)` of a bound pod's node into its tokens, as kube-apiserver
@@ -278,8 +308,9 @@ impl LocalIssuerSource {
             namespace: request.namespace.clone(),
             name: request.service_account.clone(),
         };
+        let issued_at = self.issued_at(request, validated.expiration_seconds);
         let issued = issuer
-            .mint(&service_account, &validated, self.clock.now())
+            .mint(&service_account, &validated, issued_at)
             .map_err(|e| SourceError::Unavailable(e.to_string()))?;
         let at = |s: i64| Timestamp::from_second(s).ok();
         Ok(TokenGrant {
@@ -297,5 +328,72 @@ impl LocalIssuerSource {
 impl TokenSource for LocalIssuerSource {
     async fn request_token(&self, request: &TokenRequest) -> Result<TokenGrant, SourceError> {
         self.mint(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::issuer::{Issuer, IssuerConfig, KeyAlgorithm, SigningKey, DEFAULT_ISSUER};
+
+    fn source(clock: Arc<ManualClock>, lifetime: i64) -> LocalIssuerSource {
+        let key = Arc::new(SigningKey::generate(KeyAlgorithm::Es256).expect("key"));
+        let issuer = Issuer::new(IssuerConfig::new(DEFAULT_ISSUER), key);
+        let keys = Arc::new(KeyRing::new(issuer, Vec::new()).expect("key ring"));
+        LocalIssuerSource::new(
+            keys,
+            clock,
+            LifetimeOverride::new(Some(lifetime)),
+            |_, _| "sa-uid".to_owned(),
+        )
+    }
+
+    fn request(name: &str) -> TokenRequest {
+        TokenRequest {
+            namespace: "default".into(),
+            service_account: "default".into(),
+            audiences: Vec::new(),
+            expiration_seconds: 3607,
+            bound_pod: Some(BoundPod {
+                name: name.into(),
+                uid: format!("{name}-uid"),
+                node_name: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn first_tokens_are_aged_once_per_request_and_at_most_to_their_refresh() {
+        let now = Timestamp::from_second(1_700_000_000).expect("timestamp");
+        let clock = Arc::new(ManualClock::new(now));
+        let aged = source(clock.clone(), 100).with_first_token_age(SignedDuration::from_secs(70));
+        let iat = |grant: &TokenGrant| grant.jwt_issued_at.map(|t| t.as_second());
+        let first = aged.mint(&request("web")).expect("first");
+        assert_eq!(iat(&first), Some(now.as_second() - 70));
+        assert_eq!(
+            first.warn_after.map(|t| t.as_second()),
+            Some(now.as_second() + 30)
+        );
+        // The kubelet's rule now finds it due 10 s from now (80 s after its issue).
+        assert_eq!(
+            first.expiration_timestamp.as_second() - first.expiration_seconds,
+            now.as_second() - 70
+        );
+        clock.advance(SignedDuration::from_secs(10));
+        let second = aged.mint(&request("web")).expect("second");
+        assert_eq!(
+            iat(&second),
+            Some(now.as_second() + 10),
+            "later versions are fresh"
+        );
+        // Another pod's first token is aged too; an age past 80 % of the lifetime is capped.
+        let capped =
+            source(clock.clone(), 100).with_first_token_age(SignedDuration::from_secs(500));
+        let other = capped.mint(&request("other")).expect("other");
+        assert_eq!(iat(&other), Some(now.as_second() + 10 - 80));
+        // Without the option, every token is issued now.
+        let fresh = source(clock, 100).mint(&request("web")).expect("fresh");
+        assert_eq!(iat(&fresh), Some(now.as_second() + 10));
     }
 }
