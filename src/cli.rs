@@ -133,6 +133,53 @@ Exit status: 0 explained (and verified, with --jwks); 1 the signature does not v
             passed (one line saying why, naming the step); 2 bad arguments."
     )]
     Probe(ProbeArgs),
+    /// Run a client through the token failures it will meet in a cluster, one scenario each
+    /// with its own emulator and pod, and judge it: exit 0 only when every scenario passed.
+    #[command(
+        after_long_help = "The client command (after --) is started once per scenario with a pod's \
+            environment: KUBERNETES_SERVICE_HOST/PORT, the projected token, ca.crt and namespace at \
+            /var/run/secrets/kubernetes.io/serviceaccount (in a private mount namespace where the \
+            system allows it), and KUBECONFIG with a tokenFile. It must make authenticated requests \
+            in a loop. `--list` shows each scenario's timings for the bound. Exit status: 0 every \
+            scenario passed; 1 one failed; 2 bad arguments."
+    )]
+    Conformance(ConformanceArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConformanceArgs {
+    /// List the scenarios, what each does when (for --max-reload-delay) and what passes it.
+    #[arg(long, env = "PROJECTED_TOKEN_LIST")]
+    pub list: bool,
+
+    /// The scenarios to run, comma-separated (default: all but ca-rotation).
+    #[arg(long, env = "PROJECTED_TOKEN_SCENARIO", value_delimiter = ',')]
+    pub scenario: Vec<String>,
+
+    /// The longest a client may go on using a replaced token (the official clients re-read
+    /// theirs every 50 to 60 s). Every scenario's timings derive from it.
+    #[arg(long, env = "PROJECTED_TOKEN_MAX_RELOAD_DELAY", default_value = "70s", value_parser = duration::parse_positive)]
+    pub max_reload_delay: jiff::SignedDuration,
+
+    /// Uses of tokens past their warnafter allowed per scenario.
+    #[arg(long, env = "PROJECTED_TOKEN_MAX_STALE", default_value_t = 0)]
+    pub max_stale: u64,
+
+    /// Run the scenarios one after another instead of side by side.
+    #[arg(long, env = "PROJECTED_TOKEN_SEQUENTIAL")]
+    pub sequential: bool,
+
+    /// Where each scenario's client log goes (`<scenario>.log`).
+    #[arg(
+        long,
+        env = "PROJECTED_TOKEN_LOG_DIR",
+        default_value = "conformance-logs"
+    )]
+    pub log_dir: PathBuf,
+
+    /// The client command and its arguments.
+    #[arg(last = true)]
+    pub command: Vec<std::ffi::OsString>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

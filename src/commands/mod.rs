@@ -5,6 +5,7 @@ pub use shared::{read_ca, shutdown_signal, CommandError};
 
 pub mod api_client;
 pub mod check;
+pub mod conformance;
 pub mod ctl;
 pub mod emulate;
 pub mod inspect;
@@ -26,7 +27,9 @@ const BLOCKING_TASKS_AT_EXIT: std::time::Duration = std::time::Duration::from_se
 
 /// Runs the parsed command line and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    init_logging(cli.log_format);
+    // `conformance` runs its emulators in-process: their INFO lines would bury its own output.
+    let quiet = matches!(cli.command, Command::Conformance(_));
+    init_logging(cli.log_format, quiet);
     // One crypto provider for the whole process, installed before any TLS object is built.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let result = match cli.command {
@@ -61,6 +64,7 @@ fn run_async(command: Command) -> Result<(), CommandError> {
             Command::Ctl(args) => ctl::run(&args).await,
             // `run` takes it first; here it would still return in time (its thread is its own).
             Command::Probe(args) => probe::run(args),
+            Command::Conformance(args) => conformance::run(args).await,
         }
     });
     // Dropping the runtime would wait for every blocking task, for ever if one is stuck in a
@@ -90,8 +94,9 @@ fn log_filter(from_env: Option<&str>) -> tracing_subscriber::EnvFilter {
     })
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = log_filter(std::env::var("PROJECTED_TOKEN_LOG").ok().as_deref());
+fn init_logging(format: LogFormat, quiet: bool) {
+    let asked = std::env::var("PROJECTED_TOKEN_LOG").ok();
+    let filter = log_filter(asked.as_deref().or(quiet.then_some("warn")));
     // Colours only for a person at a terminal; not in pipes, files or `docker logs`.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
