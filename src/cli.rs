@@ -169,6 +169,14 @@ pub struct ConformanceArgs {
     #[arg(long, env = "PROJECTED_TOKEN_SEQUENTIAL")]
     pub sequential: bool,
 
+    /// Also write the results as JSON to this file.
+    #[arg(long, env = "PROJECTED_TOKEN_JSON")]
+    pub json: Option<PathBuf>,
+
+    /// Also write the results as JUnit XML to this file (one test case per scenario).
+    #[arg(long, env = "PROJECTED_TOKEN_JUNIT")]
+    pub junit: Option<PathBuf>,
+
     /// Where each scenario's client log goes (`<scenario>.log`).
     #[arg(
         long,

@@ -30,6 +30,10 @@ fn conformance(logs: &std::path::Path, scenarios: &str, client: &str) -> std::pr
             ])
             .arg("--log-dir")
             .arg(logs)
+            .arg("--json")
+            .arg(logs.join("results.json"))
+            .arg("--junit")
+            .arg(logs.join("results.xml"))
             .args(["--", "sh", "-c", client])
             .env_remove("PROJECTED_TOKEN_LOG"),
         Duration::from_secs(120),
@@ -98,8 +102,22 @@ fn a_client_that_rereads_passes_and_one_that_reads_once_fails() {
         "{stdout}"
     );
     assert!(stdout.contains("FAIL key-revocation"), "{stdout}");
-    // Each scenario's client log is kept.
+    // Each scenario's client log is kept, and the results are written for CI.
     assert!(tmp.path().join("once/rotation.log").is_file());
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("once/results.json")).expect("--json"),
+    )
+    .expect("JSON");
+    assert_eq!(json["passed"], false);
+    assert_eq!(json["max_reload_delay_seconds"], 4.0);
+    let rotation = &json["scenarios"][0];
+    assert_eq!(rotation["scenario"], "rotation", "{json}");
+    assert_eq!(rotation["passed"], false);
+    assert!(rotation["figures"]["uses"].as_u64() > Some(0), "{json}");
+    let xml = std::fs::read_to_string(tmp.path().join("once/results.xml")).expect("--junit");
+    assert!(xml.contains("tests=\"2\" failures=\"2\""), "{xml}");
+    assert!(xml.contains("<testcase name=\"rotation\""), "{xml}");
+    assert!(xml.contains("<failure message=\""), "{xml}");
 }
 
 #[test]

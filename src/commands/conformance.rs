@@ -20,6 +20,7 @@ use crate::apiserver::usage::{ClientUsage, UsageReport};
 use crate::cli::{ApiConnectionArgs, Cli, Command, ConformanceArgs, OutputFormat};
 use crate::conformance::client::{Client, Launch};
 use crate::conformance::in_cluster_mount::IN_CLUSTER_DIR;
+use crate::conformance::junit::{render as render_junit, Case};
 use crate::conformance::scenarios::{list_text, plan, Action, Plan, Scenario};
 use crate::conformance::verdict::{judge, Limits, Observed, Verdict};
 
@@ -85,14 +86,21 @@ pub async fn run(args: ConformanceArgs) -> Result<(), CommandError> {
             })?);
         }
     }
-    print!("{}", table(&results));
-    if results.iter().all(|r| r.passed) {
+    let verdicts: Vec<Verdict> = results.iter().map(|r| r.verdict.clone()).collect();
+    print!("{}", table(&verdicts));
+    if let Some(path) = &args.json {
+        write_output("--json", path, json_text(&args, &results))?;
+    }
+    if let Some(path) = &args.junit {
+        write_output("--junit", path, junit_text(&results))?;
+    }
+    if verdicts.iter().all(|r| r.passed) {
         Ok(())
     } else {
         Err(CommandError::failure(format!(
             "{} of {} scenarios failed",
-            results.iter().filter(|r| !r.passed).count(),
-            results.len()
+            verdicts.iter().filter(|r| !r.passed).count(),
+            verdicts.len()
         )))
     }
 }
@@ -124,6 +132,52 @@ fn selected(names: &[String]) -> Result<Vec<Scenario>, CommandError> {
         }
     }
     Ok(chosen)
+}
+
+/// One scenario's verdict, how long it took, and where its client's log is.
+#[derive(Debug, Clone, serde::Serialize)]
+struct ScenarioResult {
+    #[serde(flatten)]
+    verdict: Verdict,
+    seconds: f64,
+    log: PathBuf,
+}
+
+fn write_output(flag: &str, path: &Path, text: String) -> Result<(), CommandError> {
+    std::fs::write(path, text)
+        .map_err(|e| CommandError::failure(format!("{flag} {}: {e}", path.display())))
+}
+
+fn json_text(args: &ConformanceArgs, results: &[ScenarioResult]) -> String {
+    let document = json!({
+        "max_reload_delay_seconds": args.max_reload_delay.as_secs_f64(),
+        "max_stale": args.max_stale,
+        "passed": results.iter().all(|r| r.verdict.passed),
+        "scenarios": results,
+    });
+    let mut text = serde_json::to_string_pretty(&document).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+fn junit_text(results: &[ScenarioResult]) -> String {
+    let cases: Vec<Case> = results
+        .iter()
+        .map(|r| Case {
+            name: r.verdict.scenario.to_owned(),
+            passed: r.verdict.passed,
+            seconds: r.seconds,
+            failures: r.verdict.failures.clone(),
+            output: format!(
+                "{}client log: {}\n",
+                serde_json::to_string(&r.verdict.figures)
+                    .map(|f| format!("figures: {f}\n"))
+                    .unwrap_or_default(),
+                r.log.display()
+            ),
+        })
+        .collect();
+    render_junit("projected-token conformance", &cases)
 }
 
 /// The text table of all results.
@@ -163,7 +217,8 @@ async fn run_scenario(
     limits: Limits,
     command: &[std::ffi::OsString],
     log_dir: &Path,
-) -> Verdict {
+) -> ScenarioResult {
+    let started = std::time::Instant::now();
     let verdict = match run_one(scenario, limits, command, log_dir).await {
         Ok(verdict) => verdict,
         Err(reason) => failed(scenario, reason),
@@ -178,7 +233,11 @@ async fn run_scenario(
             format!(": {}", verdict.failures.join("; "))
         }
     );
-    verdict
+    ScenarioResult {
+        verdict,
+        seconds: started.elapsed().as_secs_f64(),
+        log: log_dir.join(format!("{}.log", scenario.name())),
+    }
 }
 
 /// The in-process emulator of one scenario.

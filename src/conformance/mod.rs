@@ -4,5 +4,6 @@
 
 pub mod client;
 pub mod in_cluster_mount;
+pub mod junit;
 pub mod scenarios;
 pub mod verdict;
