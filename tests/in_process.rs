@@ -6,35 +6,26 @@ mod common;
 
 use clap::Parser as _;
 use projected_token::cli::{Cli, Command};
-use projected_token::commands::emulate::{run_until, Announce, Ready};
+use projected_token::commands::emulate::InProcess;
 
-/// Starts `emulate ARGS` in this process; returns where it is and the means to stop it.
-async fn start(
-    args: &[&str],
-) -> (
-    Ready,
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), projected_token::commands::CommandError>>,
-) {
+/// Starts `emulate ARGS` in this process and waits until it is ready.
+async fn start(args: &[&str]) -> InProcess {
     let mut argv = vec!["projected-token", "emulate"];
     argv.extend_from_slice(args);
     let Command::Emulate(emulate) = Cli::try_parse_from(argv).expect("flags").command else {
         panic!("not emulate");
     };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(run_until(
-        *emulate,
-        async move {
-            let _ = stopped.await;
-        },
-        Announce::Channel(ready_tx),
-    ));
-    let ready = tokio::time::timeout(common::EMULATE_READY, ready_rx)
+    InProcess::start(*emulate, common::EMULATE_READY)
         .await
         .expect("ready in time")
-        .expect("ready sent");
-    (ready, stop, task)
+}
+
+/// Stops it, in time and cleanly.
+async fn stop(emulator: InProcess) {
+    let result = tokio::time::timeout(std::time::Duration::from_secs(20), emulator.stop())
+        .await
+        .expect("stops in time");
+    assert!(result.is_ok(), "{:?}", result.err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,7 +41,8 @@ async fn two_emulators_run_side_by_side_and_stop_cleanly() {
             "--ephemeral",
             "--key-algorithm=es256",
         ];
-        let (ready, stop, task) = start(&args).await;
+        let emulator = start(&args).await;
+        let ready = &emulator.ready;
         assert_eq!(ready.volume_dirs, std::slice::from_ref(&dir));
         assert_eq!(ready.api_urls.len(), 1, "{ready:?}");
         // Ready means written: the token is there, and it authenticates at this emulator.
@@ -74,19 +66,14 @@ async fn two_emulators_run_side_by_side_and_stop_cleanly() {
         assert_eq!(reply.status, 201, "{}", reply.text);
         let admin = ready.admin_token_file.clone().expect("an admin token file");
         assert!(admin.exists(), "{}", admin.display());
-        running.push((ready, stop, task, admin));
+        running.push((emulator, admin));
     }
     assert_ne!(
-        running[0].0.api_urls, running[1].0.api_urls,
+        running[0].0.ready.api_urls, running[1].0.ready.api_urls,
         "each on its own port"
     );
-    for (_, stop, task, admin) in running {
-        stop.send(()).expect("still running");
-        let result = tokio::time::timeout(std::time::Duration::from_secs(20), task)
-            .await
-            .expect("stops in time")
-            .expect("task");
-        assert!(result.is_ok(), "{:?}", result.err());
+    for (emulator, admin) in running {
+        stop(emulator).await;
         // --ephemeral: the run's private directory goes with it.
         assert!(!admin.exists(), "{} left behind", admin.display());
     }
@@ -99,7 +86,7 @@ async fn an_aged_first_token_is_refreshed_early() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("sa");
     let dir_arg = format!("--dir={}", dir.display());
-    let (_ready, stop, task) = start(&[
+    let emulator = start(&[
         dir_arg.as_str(),
         "--no-serve",
         "--ephemeral",
@@ -133,10 +120,5 @@ async fn an_aged_first_token_is_refreshed_early() {
         (0..=2).contains(&fresh),
         "the second version is fresh: {fresh} s old"
     );
-    stop.send(()).expect("still running");
-    let result = tokio::time::timeout(std::time::Duration::from_secs(20), task)
-        .await
-        .expect("stops in time")
-        .expect("task");
-    assert!(result.is_ok(), "{:?}", result.err());
+    stop(emulator).await;
 }

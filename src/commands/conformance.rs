@@ -12,7 +12,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use super::api_client::ApiClient;
-use super::emulate::{run_until, Announce, Ready};
+use super::emulate::InProcess;
 use super::kubeconfig_out;
 use super::shared::CommandError;
 use crate::apiserver::controls::{OUTAGE_PATH, ROTATE_KEY_PATH, ROTATE_TOKENS_PATH};
@@ -242,10 +242,8 @@ async fn run_scenario(
 
 /// The in-process emulator of one scenario.
 struct ScenarioEmulator {
-    ready: Ready,
+    running: InProcess,
     api: ApiClient,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), CommandError>>,
     _dir: tempfile::TempDir,
 }
 
@@ -283,26 +281,10 @@ impl ScenarioEmulator {
             Ok(_) => return Err("internal: not emulate".into()),
             Err(e) => return Err(format!("emulator flags: {e}")),
         };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(run_until(
-            args,
-            async move {
-                let _ = stopped.await;
-            },
-            Announce::Channel(ready_tx),
-        ));
-        let ready = match tokio::time::timeout(EMULATOR_READY, ready_rx).await {
-            Ok(Ok(ready)) => ready,
-            _ => {
-                let _ = stop.send(());
-                let why = match task.await {
-                    Ok(Err(e)) => e.message,
-                    _ => format!("not ready within {}s", EMULATOR_READY.as_secs()),
-                };
-                return Err(format!("the scenario's emulator did not start: {why}"));
-            }
-        };
+        let running = InProcess::start(args, EMULATOR_READY)
+            .await
+            .map_err(|e| format!("the scenario's emulator did not start: {}", e.message))?;
+        let ready = &running.ready;
         let server = ready
             .api_urls
             .first()
@@ -317,16 +299,15 @@ impl ScenarioEmulator {
         .await
         .map_err(|e| e.message)?;
         Ok(Self {
-            ready,
+            running,
             api,
-            stop,
-            task,
             _dir: dir,
         })
     }
 
     fn volume(&self) -> &Path {
-        self.ready
+        self.running
+            .ready
             .volume_dirs
             .first()
             .map_or(Path::new(""), PathBuf::as_path)
@@ -383,8 +364,7 @@ impl ScenarioEmulator {
     }
 
     async fn shutdown(self) {
-        let _ = self.stop.send(());
-        let _ = self.task.await;
+        let _ = self.running.stop().await;
     }
 }
 
@@ -412,7 +392,13 @@ async fn drive(
     command: &[std::ffi::OsString],
     log_dir: &Path,
 ) -> Result<Verdict, String> {
-    let url = emulator.ready.api_urls.first().cloned().unwrap_or_default();
+    let url = emulator
+        .running
+        .ready
+        .api_urls
+        .first()
+        .cloned()
+        .unwrap_or_default();
     let api: SocketAddr = url
         .trim_start_matches("https://")
         .parse()

@@ -53,6 +53,54 @@ pub struct Ready {
     pub volume_dirs: Vec<std::path::PathBuf>,
 }
 
+/// An emulator running in this process on the current runtime ([`run_until`] with
+/// [`Announce::Channel`]), for the conformance runner and test suites.
+#[derive(Debug)]
+pub struct InProcess {
+    pub ready: Ready,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<(), CommandError>>,
+}
+
+impl InProcess {
+    /// Starts `args` and waits up to `timeout` until it serves and every volume was written.
+    pub async fn start(
+        args: EmulateArgs,
+        timeout: std::time::Duration,
+    ) -> Result<Self, CommandError> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(run_until(
+            args,
+            async move {
+                let _ = stopped.await;
+            },
+            Announce::Channel(ready_tx),
+        ));
+        match tokio::time::timeout(timeout, ready_rx).await {
+            Ok(Ok(ready)) => Ok(Self { ready, stop, task }),
+            _ => {
+                let _ = stop.send(());
+                Err(match task.await {
+                    Ok(Err(e)) => e,
+                    _ => CommandError::failure(format!(
+                        "the emulator was not ready within {}s",
+                        timeout.as_secs()
+                    )),
+                })
+            }
+        }
+    }
+
+    /// Stops it and waits for the end; its result.
+    pub async fn stop(self) -> Result<(), CommandError> {
+        let _ = self.stop.send(());
+        self.task.await.map_err(|e| {
+            CommandError::failure(format!("the emulator's task ended abnormally: {e}"))
+        })?
+    }
+}
+
 /// `emulate` until `shutdown` completes, announcing itself as `announce` says.
 pub async fn run_until(
     args: EmulateArgs,
